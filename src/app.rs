@@ -1,0 +1,150 @@
+//! What an app is: a function from an `http::Request` to an `http::Response`,
+//! called in a worker process for one request at a time.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+
+/// A request as the app sees it. The body reads from the client's connection
+/// and is bounded by `--limit-request-body`.
+pub type Request<'c> = http::Request<Body<'c>>;
+
+/// A response the app returns.
+pub type Response = http::Response<ResponseBody>;
+
+/// An app: anything that turns a request into a response. A worker builds
+/// its app after fork, so per-worker state (pools, caches) is never shared.
+pub trait App {
+    fn call(&mut self, req: Request<'_>) -> Response;
+}
+
+impl<F> App for F
+where
+    F: FnMut(Request<'_>) -> Response,
+{
+    fn call(&mut self, req: Request<'_>) -> Response {
+        self(req)
+    }
+}
+
+/// The peer's address, in every request's extensions (None on unix sockets).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub Option<SocketAddr>);
+
+/// The request target exactly as the client sent it.
+#[derive(Debug, Clone)]
+pub struct RawTarget(pub String);
+
+/// Header fields in the order and spelling the client sent them.
+#[derive(Debug, Clone, Default)]
+pub struct RawHeaders(pub Vec<(String, Vec<u8>)>);
+
+/// Where a request body comes from: the worker's connection, or nothing.
+pub(crate) trait BodySource: Read {
+    fn trailers(&self) -> &[(String, Vec<u8>)];
+}
+
+/// A request body: read it like any `Read`. Reading it is optional; what the
+/// app leaves unread is skipped or the connection closed after the response.
+pub struct Body<'c> {
+    source: Option<&'c mut dyn BodySource>,
+}
+
+impl<'c> Body<'c> {
+    pub(crate) fn new(source: &'c mut dyn BodySource) -> Body<'c> {
+        Body {
+            source: Some(source),
+        }
+    }
+
+    /// A body with no bytes (for tests and synthetic requests).
+    pub fn empty() -> Body<'static> {
+        Body { source: None }
+    }
+
+    /// Read the whole body into memory.
+    pub fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// Trailer fields of a chunked body, once the body has been read to the end.
+    pub fn trailers(&self) -> &[(String, Vec<u8>)] {
+        self.source.as_ref().map_or(&[], |s| s.trailers())
+    }
+}
+
+impl Read for Body<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.source {
+            Some(s) => s.read(buf),
+            None => Ok(0),
+        }
+    }
+}
+
+/// Where a streamed response's chunks go. Each `send` reaches the client (or
+/// fails) before it returns, and counts as progress for the worker's heartbeat.
+pub trait ChunkSink {
+    fn send(&mut self, data: &[u8]) -> io::Result<()>;
+}
+
+/// A streaming producer: called once with the sink, after the head is sent.
+pub type StreamFn = Box<dyn FnOnce(&mut dyn ChunkSink) -> io::Result<()>>;
+
+/// A response body.
+pub enum ResponseBody {
+    Empty,
+    Bytes(Vec<u8>),
+    /// Read to the end; `len` known ahead gives a Content-Length, else chunked.
+    Reader {
+        reader: Box<dyn Read>,
+        len: Option<u64>,
+    },
+    /// Written chunk by chunk by the app, each flushed at once.
+    Stream(StreamFn),
+}
+
+impl ResponseBody {
+    /// A body the app writes chunk by chunk: `stream(|sink| { sink.send(b"..")?; Ok(()) })`.
+    pub fn stream<F>(f: F) -> ResponseBody
+    where
+        F: FnOnce(&mut dyn ChunkSink) -> io::Result<()> + 'static,
+    {
+        ResponseBody::Stream(Box::new(f))
+    }
+}
+
+impl From<Vec<u8>> for ResponseBody {
+    fn from(v: Vec<u8>) -> Self {
+        ResponseBody::Bytes(v)
+    }
+}
+
+impl From<String> for ResponseBody {
+    fn from(s: String) -> Self {
+        ResponseBody::Bytes(s.into_bytes())
+    }
+}
+
+impl From<&'static str> for ResponseBody {
+    fn from(s: &'static str) -> Self {
+        ResponseBody::Bytes(s.as_bytes().to_vec())
+    }
+}
+
+impl From<()> for ResponseBody {
+    fn from(_: ()) -> Self {
+        ResponseBody::Empty
+    }
+}
+
+/// A response with `status`, a content type and `body`.
+pub fn respond(status: u16, content_type: &str, body: impl Into<ResponseBody>) -> Response {
+    let mut resp = http::Response::new(body.into());
+    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    resp
+}

@@ -1,0 +1,91 @@
+//! `chaos`: routes that misbehave on purpose, to exercise supervision.
+//!
+//! `/sleep?s=N`, `/spin?s=N`, `/crash`, `/exit?code=N`, `/leak?mb=N`,
+//! `/stream?chunks=N&interval_ms=M`, `/pid`; anything else answers with the pid.
+
+use std::time::{Duration, Instant};
+
+use super::query_param;
+use crate::app::{Request, Response, ResponseBody, respond};
+
+pub fn check(spec: &str) -> Result<(), String> {
+    match spec {
+        "chaos" => Ok(()),
+        _ => Err(format!(
+            "app {spec:?}: chaos takes no options here; use chaos"
+        )),
+    }
+}
+
+pub struct Chaos {
+    /// Memory `/leak` grew and keeps, touched so it is really resident.
+    leaked: Vec<Vec<u8>>,
+}
+
+impl Chaos {
+    pub fn new(spec: &str) -> Result<Chaos, String> {
+        check(spec)?;
+        Ok(Chaos { leaked: Vec::new() })
+    }
+}
+
+fn pid_body() -> String {
+    format!("{}\n", std::process::id())
+}
+
+impl crate::app::App for Chaos {
+    fn call(&mut self, req: Request<'_>) -> Response {
+        let target = req.uri().to_string();
+        let path = req.uri().path();
+        match path {
+            "/sleep" => {
+                let s: f64 = query_param(&target, "s").unwrap_or(1.0);
+                std::thread::sleep(Duration::from_secs_f64(s.clamp(0.0, 86_400.0)));
+                respond(200, "text/plain", pid_body())
+            }
+            "/spin" => {
+                let s: f64 = query_param(&target, "s").unwrap_or(1.0);
+                let until = Instant::now() + Duration::from_secs_f64(s.clamp(0.0, 86_400.0));
+                let mut x: u64 = 0;
+                while Instant::now() < until {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                respond(200, "text/plain", pid_body())
+            }
+            "/crash" => std::process::abort(),
+            "/exit" => std::process::exit(query_param(&target, "code").unwrap_or(1)),
+            "/leak" => {
+                let mb: usize = query_param(&target, "mb").unwrap_or(1);
+                let mut block = vec![0u8; mb.min(1 << 16) << 20];
+                // Touch every page so the memory is resident, not just reserved.
+                for i in (0..block.len()).step_by(4096) {
+                    block[i] = 1;
+                }
+                self.leaked.push(block);
+                let total: usize = self.leaked.iter().map(Vec::len).sum();
+                respond(
+                    200,
+                    "text/plain",
+                    format!("leaked {} MiB in {}\n", total >> 20, std::process::id()),
+                )
+            }
+            "/stream" => {
+                let chunks: u32 = query_param(&target, "chunks").unwrap_or(5);
+                let interval =
+                    Duration::from_millis(query_param(&target, "interval_ms").unwrap_or(100));
+                let mut resp = respond(200, "text/plain", ());
+                *resp.body_mut() = ResponseBody::stream(move |sink| {
+                    for i in 0..chunks {
+                        if i > 0 {
+                            std::thread::sleep(interval);
+                        }
+                        sink.send(format!("chunk {i}\n").as_bytes())?;
+                    }
+                    Ok(())
+                });
+                resp
+            }
+            _ => respond(200, "text/plain", pid_body()),
+        }
+    }
+}

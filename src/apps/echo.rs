@@ -1,0 +1,53 @@
+//! `echo`: answers with a JSON description of the request it received, so
+//! conformance tools can check exactly what the worker parsed.
+
+use std::io::Read;
+
+use base64::Engine;
+
+use crate::app::{RawHeaders, RawTarget, Request, Response, respond};
+
+pub fn echo(mut req: Request<'_>) -> Response {
+    let mut body = Vec::new();
+    match req.body_mut().read_to_end(&mut body) {
+        Ok(_) => {}
+        // The client stopped sending early: show what did arrive.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => {
+            return respond(
+                400,
+                "text/plain",
+                format!("cannot read the request body: {e}\n"),
+            );
+        }
+    }
+    let pairs = |fields: &[(String, Vec<u8>)]| -> Vec<(String, String)> {
+        fields
+            .iter()
+            .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect()
+    };
+    let headers = req
+        .extensions()
+        .get::<RawHeaders>()
+        .map(|h| pairs(&h.0))
+        .unwrap_or_default();
+    let target = req
+        .extensions()
+        .get::<RawTarget>()
+        .map_or_else(|| req.uri().to_string(), |t| t.0.clone());
+    let version = if req.version() == http::Version::HTTP_10 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    };
+    let reply = serde_json::json!({
+        "method": req.method().as_str(),
+        "target": target,
+        "version": version,
+        "headers": headers,
+        "body_base64": base64::engine::general_purpose::STANDARD.encode(&body),
+        "trailers": pairs(req.body().trailers()),
+    });
+    respond(200, "application/json", reply.to_string())
+}

@@ -1,0 +1,403 @@
+//! Command-line flags (gunicorn's names and meanings) and the checked `Config`
+//! the rest of forkhorn runs on. Every check that can fail happens here,
+//! before anything is bound or forked.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::http::Limits;
+use crate::listener::BindSpec;
+use crate::logging::{LogLevel, LogTarget};
+
+/// gunicorn's default access log format.
+pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
+    r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+
+/// forkhorn: a prefork HTTP/1.1 server and process supervisor.
+///
+/// A master process binds the sockets and forks sync workers; it replaces
+/// workers that hang (--timeout), recycles them (--max-requests) and stops or
+/// reloads gracefully on signals (TERM, HUP, ...), like gunicorn.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "forkhorn", version, allow_negative_numbers = true)]
+pub struct Args {
+    /// The app to serve: hello, echo or chaos.
+    #[arg(value_name = "APP", default_value = "hello")]
+    pub app: String,
+
+    /// Address to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N.
+    /// Repeat for several listeners. Port 0 picks a free port.
+    #[arg(short = 'b', long = "bind", value_name = "ADDR")]
+    pub bind: Vec<String>,
+
+    /// Number of worker processes [default: $WEB_CONCURRENCY, else the number of CPUs].
+    #[arg(short = 'w', long, value_name = "N", env = "WEB_CONCURRENCY")]
+    pub workers: Option<String>,
+
+    /// Worker class; only `sync` exists (accepted so gunicorn command lines carry over).
+    #[arg(
+        short = 'k',
+        long = "worker-class",
+        value_name = "CLASS",
+        default_value = "sync"
+    )]
+    pub worker_class: String,
+
+    /// Seconds a worker may go without a heartbeat before it is killed and replaced (0 = never).
+    #[arg(short = 't', long, value_name = "SECS", default_value = "30")]
+    pub timeout: String,
+
+    /// Seconds workers get to finish their requests on stop or reload before they are killed.
+    #[arg(long = "graceful-timeout", value_name = "SECS", default_value = "30")]
+    pub graceful_timeout: String,
+
+    /// Seconds an idle keep-alive connection stays open (0 = no keep-alive).
+    #[arg(long = "keep-alive", value_name = "SECS", default_value = "5")]
+    pub keep_alive: String,
+
+    /// Requests a worker serves before it is recycled (0 = never).
+    #[arg(long = "max-requests", value_name = "N", default_value = "0")]
+    pub max_requests: String,
+
+    /// Each worker's limit is drawn from max-requests ..= max-requests + jitter.
+    #[arg(long = "max-requests-jitter", value_name = "N", default_value = "0")]
+    pub max_requests_jitter: String,
+
+    /// Directory for the workers' heartbeat files [default: /dev/shm if writable, else the system temp dir].
+    #[arg(long = "worker-tmp-dir", value_name = "DIR")]
+    pub worker_tmp_dir: Option<PathBuf>,
+
+    /// Maximum number of pending connections per listener.
+    #[arg(long, value_name = "N", default_value = "2048")]
+    pub backlog: String,
+
+    /// Write the master's pid to FILE (removed on exit).
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pub pid: Option<PathBuf>,
+
+    /// Access log file ('-' = stdout); off unless given.
+    #[arg(long = "access-logfile", value_name = "FILE")]
+    pub access_logfile: Option<String>,
+
+    /// Access log format, with gunicorn's atoms (%(h)s, %(r)s, %(s)s, %(D)s, %({header}i)s, ...).
+    #[arg(long = "access-logformat", value_name = "FORMAT", default_value = DEFAULT_ACCESS_LOG_FORMAT)]
+    pub access_logformat: String,
+
+    /// Error log file ('-' = stderr).
+    #[arg(long = "error-logfile", value_name = "FILE", default_value = "-")]
+    pub error_logfile: String,
+
+    /// Error log level: debug, info, warning, error or critical.
+    #[arg(long = "log-level", value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Longest request line in bytes (0 = unlimited); longer gets 414.
+    #[arg(
+        long = "limit-request-line",
+        value_name = "BYTES",
+        default_value = "4094"
+    )]
+    pub limit_request_line: String,
+
+    /// Most header fields in a request; more gets 431.
+    #[arg(long = "limit-request-fields", value_name = "N", default_value = "100")]
+    pub limit_request_fields: String,
+
+    /// Longest header field in bytes (0 = unlimited); longer gets 431.
+    #[arg(
+        long = "limit-request-field_size",
+        alias = "limit-request-field-size",
+        value_name = "BYTES",
+        default_value = "8190"
+    )]
+    pub limit_request_field_size: String,
+
+    /// Largest request body in bytes (0 = unlimited); larger gets 413.
+    #[arg(
+        long = "limit-request-body",
+        value_name = "BYTES",
+        default_value = "1073741824"
+    )]
+    pub limit_request_body: String,
+
+    /// Open connections per worker; beyond it a worker stops accepting until one closes.
+    #[arg(long = "worker-connections", value_name = "N", default_value = "1000")]
+    pub worker_connections: String,
+
+    /// Seconds a client gets to send a whole request head; then 408 and close.
+    #[arg(long = "header-timeout", value_name = "SECS", default_value = "10")]
+    pub header_timeout: String,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// App spec, e.g. `hello` (checked against the built-in apps by `apps::build`).
+    pub app: String,
+    /// Listeners, in the order given.
+    pub binds: Vec<BindSpec>,
+    /// Worker processes to keep running (at least 1).
+    pub workers: usize,
+    /// Heartbeat silence after which a worker is killed; None = never.
+    pub timeout: Option<Duration>,
+    /// Time workers get to finish on a graceful stop or reload.
+    pub graceful_timeout: Duration,
+    /// Idle keep-alive time; None = close after every response.
+    pub keep_alive: Option<Duration>,
+    /// Requests before recycling; 0 = never.
+    pub max_requests: u64,
+    /// Extra requests each worker may draw on top of max_requests.
+    pub max_requests_jitter: u64,
+    /// Where heartbeat files are created (and at once unlinked).
+    pub worker_tmp_dir: PathBuf,
+    /// listen(2) backlog.
+    pub backlog: i32,
+    /// Pidfile of the master, if any.
+    pub pidfile: Option<PathBuf>,
+    /// Access log, if on.
+    pub access_log: Option<LogTarget>,
+    pub access_log_format: String,
+    pub error_log: LogTarget,
+    pub log_level: LogLevel,
+    /// Head size limits.
+    pub limits: Limits,
+    /// Largest request body; None = unlimited.
+    pub limit_request_body: Option<u64>,
+    /// Open connections per worker.
+    pub worker_connections: usize,
+    /// Time a client gets to send a whole head.
+    pub header_timeout: Duration,
+}
+
+/// A bad flag or value, with the fix.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+macro_rules! bail {
+    ($($arg:tt)*) => { return Err(ConfigError(format!($($arg)*))) };
+}
+
+/// Non-negative seconds, whole or decimal.
+fn seconds(flag: &str, value: &str) -> Result<Duration, ConfigError> {
+    match value.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..1e9).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        Ok(_) => bail!("{flag} {value}: must be a number of seconds, 0 or more"),
+        Err(_) => bail!("{flag} {value:?}: not a number of seconds (e.g. {flag} 30)"),
+    }
+}
+
+fn count<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, ConfigError> {
+    match value.trim().parse::<T>() {
+        Ok(n) => Ok(n),
+        Err(_) if value.trim().starts_with('-') => {
+            bail!("{flag} {value}: must not be negative")
+        }
+        Err(_) => bail!("{flag} {value:?}: not a whole number"),
+    }
+}
+
+fn zero_is_none(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+impl Config {
+    /// Check every flag and build the config. Nothing is bound or opened here
+    /// except a probe file in the worker tmp dir.
+    pub fn from_args(args: &Args) -> Result<Config, ConfigError> {
+        if args.worker_class != "sync" {
+            bail!(
+                "--worker-class {}: forkhorn has only the sync worker class; drop the flag or pass -k sync",
+                args.worker_class
+            );
+        }
+        let workers = match &args.workers {
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(w) => {
+                let n: usize = count("--workers", w)
+                    .map_err(|e| ConfigError(format!("{e} (from -w or WEB_CONCURRENCY)")))?;
+                if n == 0 {
+                    bail!("--workers 0: at least one worker is needed");
+                }
+                n
+            }
+        };
+        let binds = if args.bind.is_empty() {
+            vec![BindSpec::parse("127.0.0.1:8000").map_err(ConfigError)?]
+        } else {
+            args.bind
+                .iter()
+                .map(|b| BindSpec::parse(b).map_err(ConfigError))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let backlog: i32 = count("--backlog", &args.backlog)?;
+        if backlog < 1 {
+            bail!("--backlog {backlog}: must be at least 1");
+        }
+        let worker_tmp_dir = match &args.worker_tmp_dir {
+            Some(dir) => {
+                check_writable_dir(dir)?;
+                dir.clone()
+            }
+            None => default_tmp_dir(),
+        };
+        let log_level = LogLevel::parse(&args.log_level).ok_or_else(|| {
+            ConfigError(format!(
+                "--log-level {}: use one of debug, info, warning, error, critical",
+                args.log_level
+            ))
+        })?;
+        let worker_connections: usize = count("--worker-connections", &args.worker_connections)?;
+        if worker_connections == 0 {
+            bail!("--worker-connections 0: a worker needs at least one connection");
+        }
+        let header_timeout = seconds("--header-timeout", &args.header_timeout)?;
+        if header_timeout.is_zero() {
+            bail!("--header-timeout 0: clients need some time to send a request head");
+        }
+        let body: u64 = count("--limit-request-body", &args.limit_request_body)?;
+        let access_log_format = args.access_logformat.clone();
+        crate::access_log::Format::parse(&access_log_format).map_err(ConfigError)?;
+        Ok(Config {
+            app: args.app.clone(),
+            binds,
+            workers,
+            timeout: zero_is_none(seconds("--timeout", &args.timeout)?),
+            graceful_timeout: seconds("--graceful-timeout", &args.graceful_timeout)?,
+            keep_alive: zero_is_none(seconds("--keep-alive", &args.keep_alive)?),
+            max_requests: count("--max-requests", &args.max_requests)?,
+            max_requests_jitter: count("--max-requests-jitter", &args.max_requests_jitter)?,
+            worker_tmp_dir,
+            backlog,
+            pidfile: args.pid.clone(),
+            access_log: args
+                .access_logfile
+                .as_deref()
+                .map(LogTarget::stdout_or_file),
+            access_log_format,
+            error_log: LogTarget::stderr_or_file(&args.error_logfile),
+            log_level,
+            limits: Limits {
+                request_line: count("--limit-request-line", &args.limit_request_line)?,
+                fields: count("--limit-request-fields", &args.limit_request_fields)?,
+                field_size: count("--limit-request-field_size", &args.limit_request_field_size)?,
+                ..Limits::default()
+            },
+            limit_request_body: (body > 0).then_some(body),
+            worker_connections,
+            header_timeout,
+        })
+    }
+
+    /// The request limit for one worker: max_requests plus its own random jitter.
+    pub fn draw_max_requests(&self) -> Option<u64> {
+        if self.max_requests == 0 {
+            return None;
+        }
+        let jitter = fastrand::u64(0..=self.max_requests_jitter);
+        Some(self.max_requests + jitter)
+    }
+}
+
+fn check_writable_dir(dir: &Path) -> Result<(), ConfigError> {
+    if !dir.is_dir() {
+        bail!(
+            "worker tmp dir {} does not exist or is not a directory; create it or pass another --worker-tmp-dir",
+            dir.display()
+        );
+    }
+    if !is_writable_dir(dir) {
+        bail!(
+            "worker tmp dir {} is not writable; fix its permissions or pass another --worker-tmp-dir",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn is_writable_dir(dir: &Path) -> bool {
+    nix::unistd::access(
+        dir,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    )
+    .is_ok()
+}
+
+/// /dev/shm keeps heartbeats in memory; containers without it fall back to the temp dir.
+fn default_tmp_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() && is_writable_dir(shm) {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["forkhorn"];
+        argv.extend_from_slice(args);
+        let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
+        Config::from_args(&args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_follow_gunicorn() {
+        let c = parse(&["-w", "2"]).expect("config");
+        assert_eq!(c.app, "hello");
+        assert_eq!(c.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.graceful_timeout, Duration::from_secs(30));
+        assert_eq!(c.keep_alive, Some(Duration::from_secs(5)));
+        assert_eq!(c.backlog, 2048);
+        assert_eq!(c.workers, 2);
+        assert_eq!(c.access_log, None);
+    }
+
+    #[test]
+    fn negative_timeout_is_refused_with_the_flag_named() {
+        let err = parse(&["-t", "-1"]).expect_err("must fail");
+        assert!(err.contains("--timeout"), "{err}");
+    }
+
+    #[test]
+    fn zero_timeout_disables_the_heartbeat_check() {
+        assert_eq!(parse(&["-t", "0"]).expect("config").timeout, None);
+    }
+
+    #[test]
+    fn other_worker_classes_are_refused() {
+        let err = parse(&["-k", "gevent"]).expect_err("must fail");
+        assert!(err.contains("only the sync worker class"), "{err}");
+    }
+
+    #[test]
+    fn missing_tmp_dir_is_refused_with_the_fix() {
+        let err = parse(&["--worker-tmp-dir", "/nonexistent/forkhorn"]).expect_err("must fail");
+        assert!(
+            err.contains("does not exist") && err.contains("--worker-tmp-dir"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn jitter_stays_in_its_range() {
+        let c = parse(&["--max-requests", "5", "--max-requests-jitter", "3"]).expect("config");
+        for _ in 0..200 {
+            let n = c.draw_max_requests().expect("limit");
+            assert!((5..=8).contains(&n), "{n}");
+        }
+        assert_eq!(parse(&[]).expect("config").draw_max_requests(), None);
+    }
+}

@@ -1,0 +1,298 @@
+//! The heartbeat slot: one small shared-memory cell per worker.
+//!
+//! The master creates the slot before forking; the worker stamps it; the
+//! master reads it to time workers out, to log which request a timed-out
+//! worker was serving, and (later) to answer status and metrics. It is the one
+//! source of truth about what a worker is doing. Writes are plain atomic
+//! stores: a heartbeat costs no syscall.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::sys::clock::monotonic_ns;
+use crate::sys::shm::{SharedCell, SharedSafe};
+
+const METHOD_BYTES: usize = 16;
+const TARGET_BYTES: usize = 256;
+const PEER_BYTES: usize = 64;
+
+/// What a worker is doing, as the master sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    /// Forked, building the app; not yet serving.
+    Booting,
+    /// Waiting for a request.
+    Idle,
+    /// Serving a request.
+    Busy,
+    /// Will exit after the request in hand (max-requests reached).
+    Retiring,
+    /// Told to stop; finishing up.
+    Stopping,
+}
+
+impl WorkerState {
+    fn from_u32(v: u32) -> WorkerState {
+        match v {
+            1 => WorkerState::Idle,
+            2 => WorkerState::Busy,
+            3 => WorkerState::Retiring,
+            4 => WorkerState::Stopping,
+            _ => WorkerState::Booting,
+        }
+    }
+
+    fn as_u32(self) -> u32 {
+        match self {
+            WorkerState::Booting => 0,
+            WorkerState::Idle => 1,
+            WorkerState::Busy => 2,
+            WorkerState::Retiring => 3,
+            WorkerState::Stopping => 4,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Booting => "booting",
+            WorkerState::Idle => "idle",
+            WorkerState::Busy => "busy",
+            WorkerState::Retiring => "retiring",
+            WorkerState::Stopping => "stopping",
+        }
+    }
+}
+
+/// Bytes written through atomics, for strings the other process may read
+/// while we write (guarded by `SlotData::request_seq`).
+#[repr(C)]
+struct AtomicBytes<const WORDS: usize>([AtomicU64; WORDS]);
+
+impl<const WORDS: usize> AtomicBytes<WORDS> {
+    fn store(&self, bytes: &[u8]) -> u32 {
+        let n = bytes.len().min(WORDS * 8);
+        for (i, word) in self.0.iter().enumerate() {
+            let mut chunk = [0u8; 8];
+            let start = i * 8;
+            if start < n {
+                let end = (start + 8).min(n);
+                chunk[..end - start].copy_from_slice(&bytes[start..end]);
+            }
+            word.store(u64::from_le_bytes(chunk), Ordering::Relaxed);
+            if start >= n {
+                break;
+            }
+        }
+        n as u32
+    }
+
+    fn load(&self, len: u32) -> Vec<u8> {
+        let len = (len as usize).min(WORDS * 8);
+        let mut out = Vec::with_capacity(len);
+        for word in &self.0 {
+            if out.len() >= len {
+                break;
+            }
+            out.extend_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+/// The shared layout. Only the worker writes (the master writes the first
+/// beat before fork); only the master reads.
+#[repr(C)]
+pub struct SlotData {
+    /// CLOCK_MONOTONIC ns of the worker's last sign of life.
+    last_beat_ns: AtomicU64,
+    /// `WorkerState` as a number.
+    state: AtomicU32,
+    /// Length of method, target and peer below.
+    method_len: AtomicU32,
+    target_len: AtomicU32,
+    peer_len: AtomicU32,
+    /// Requests completed by this worker.
+    requests: AtomicU64,
+    /// Response bytes written by this worker.
+    bytes_out: AtomicU64,
+    /// Seqlock over the request fields: odd while the worker rewrites them.
+    request_seq: AtomicU64,
+    /// CLOCK_MONOTONIC ns when the request in flight started; 0 when none.
+    request_start_ns: AtomicU64,
+    method: AtomicBytes<{ METHOD_BYTES / 8 }>,
+    target: AtomicBytes<{ TARGET_BYTES / 8 }>,
+    peer: AtomicBytes<{ PEER_BYTES / 8 }>,
+}
+
+// SAFETY: SlotData is repr(C), made only of atomics, valid when zeroed
+// (state 0 = Booting, no request), and has no pointers or Drop.
+unsafe impl SharedSafe for SlotData {}
+
+/// A worker's slot, mapped in the master and (after fork) in the worker.
+pub struct Slot {
+    cell: SharedCell<SlotData>,
+}
+
+/// A snapshot of the request a worker is serving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    pub method: String,
+    pub target: String,
+    pub peer: String,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} peer={} after {:.1}s",
+            self.method,
+            self.target,
+            self.peer,
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+impl Slot {
+    /// Create a slot in `dir` and stamp it as just beaten.
+    pub fn create_in(dir: &Path) -> std::io::Result<Slot> {
+        let slot = Slot {
+            cell: SharedCell::create_in(dir)?,
+        };
+        slot.beat();
+        Ok(slot)
+    }
+
+    /// Record a sign of life now.
+    pub fn beat(&self) {
+        self.cell
+            .last_beat_ns
+            .store(monotonic_ns(), Ordering::Relaxed);
+    }
+
+    /// Time since the last beat.
+    pub fn silence(&self) -> Duration {
+        let last = self.cell.last_beat_ns.load(Ordering::Relaxed);
+        Duration::from_nanos(monotonic_ns().saturating_sub(last))
+    }
+
+    pub fn state(&self) -> WorkerState {
+        WorkerState::from_u32(self.cell.state.load(Ordering::Relaxed))
+    }
+
+    pub fn set_state(&self, state: WorkerState) {
+        self.cell.state.store(state.as_u32(), Ordering::Relaxed);
+        self.beat();
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.cell.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes_out(&self) -> u64 {
+        self.cell.bytes_out.load(Ordering::Relaxed)
+    }
+
+    /// Count response bytes that went out; a successful write is progress.
+    pub fn add_bytes_out(&self, n: usize) {
+        self.cell.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        self.beat();
+    }
+
+    /// Mark the start of a request (state Busy) and publish what it is.
+    pub fn begin_request(&self, method: &str, target: &str, peer: Option<&SocketAddr>) {
+        let c = &self.cell;
+        let seq = c.request_seq.fetch_add(1, Ordering::AcqRel);
+        debug_assert!(seq.is_multiple_of(2));
+        let peer = peer
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".to_owned());
+        let n = c.method.store(method.as_bytes());
+        c.method_len.store(n, Ordering::Relaxed);
+        let n = c.target.store(target.as_bytes());
+        c.target_len.store(n, Ordering::Relaxed);
+        let n = c.peer.store(peer.as_bytes());
+        c.peer_len.store(n, Ordering::Relaxed);
+        c.request_start_ns.store(monotonic_ns(), Ordering::Relaxed);
+        c.request_seq.fetch_add(1, Ordering::Release);
+        // A retiring worker stays marked retiring through its last request,
+        // so the master does not count it as capacity.
+        if self.state() != WorkerState::Retiring {
+            self.set_state(WorkerState::Busy);
+        }
+    }
+
+    /// Mark the end of a request and go back to `next` (Idle or Retiring).
+    pub fn end_request(&self, next: WorkerState) {
+        self.cell.request_start_ns.store(0, Ordering::Relaxed);
+        self.cell.requests.fetch_add(1, Ordering::Relaxed);
+        self.set_state(next);
+    }
+
+    /// The request in flight, if any, read consistently.
+    pub fn in_flight(&self) -> Option<InFlight> {
+        let c = &self.cell;
+        for _ in 0..100 {
+            let before = c.request_seq.load(Ordering::Acquire);
+            if before % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let start = c.request_start_ns.load(Ordering::Relaxed);
+            let method = c.method.load(c.method_len.load(Ordering::Relaxed));
+            let target = c.target.load(c.target_len.load(Ordering::Relaxed));
+            let peer = c.peer.load(c.peer_len.load(Ordering::Relaxed));
+            std::sync::atomic::fence(Ordering::Acquire);
+            if c.request_seq.load(Ordering::Relaxed) != before {
+                continue;
+            }
+            if start == 0 {
+                return None;
+            }
+            return Some(InFlight {
+                method: String::from_utf8_lossy(&method).into_owned(),
+                target: String::from_utf8_lossy(&target).into_owned(),
+                peer: String::from_utf8_lossy(&peer).into_owned(),
+                elapsed: Duration::from_nanos(monotonic_ns().saturating_sub(start)),
+            });
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_round_trips_the_request_in_flight() {
+        let slot = Slot::create_in(&std::env::temp_dir()).expect("slot");
+        assert_eq!(slot.state(), WorkerState::Booting);
+        assert_eq!(slot.in_flight(), None);
+        let peer: SocketAddr = "10.0.0.7:5555".parse().expect("addr");
+        let long_target = format!("/report?{}", "x".repeat(400));
+        slot.begin_request("GET", &long_target, Some(&peer));
+        let f = slot.in_flight().expect("in flight");
+        assert_eq!(f.method, "GET");
+        assert_eq!(f.target, long_target[..TARGET_BYTES]);
+        assert_eq!(f.peer, "10.0.0.7:5555");
+        assert_eq!(slot.state(), WorkerState::Busy);
+        slot.end_request(WorkerState::Idle);
+        assert_eq!(slot.in_flight(), None);
+        assert_eq!(slot.requests(), 1);
+    }
+
+    #[test]
+    fn creating_a_slot_leaves_no_file_behind() {
+        let dir = std::env::temp_dir().join(format!("forkhorn-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let _slot = Slot::create_in(&dir).expect("slot");
+        assert_eq!(std::fs::read_dir(&dir).expect("read").count(), 0);
+        let _ = std::fs::remove_dir(&dir);
+    }
+}

@@ -1,0 +1,28 @@
+//! forkhorn: a prefork HTTP/1.1 server and process supervisor for Linux.
+//!
+//! The process model, in one picture:
+//!
+//! ```text
+//!   master (arbiter)   binds listeners, forks workers, reads heartbeats,
+//!     |                handles signals; single-threaded, never serves.
+//!     +-- worker 1     accepts, serves one request at a time, stamps its
+//!     +-- worker 2     heartbeat slot (shared memory) as it goes.
+//!     +-- worker N
+//! ```
+//!
+//! Follow a request from [`worker`] (the loop) to `worker::exchange` (one
+//! request and response) and [`http`] (framing, no I/O); follow a signal from
+//! [`arbiter`] to [`sys::signals`].
+
+pub mod access_log;
+pub mod app;
+pub mod apps;
+pub mod arbiter;
+pub mod config;
+pub mod heartbeat;
+pub mod http;
+pub mod listener;
+pub mod logging;
+pub mod pidfile;
+pub mod sys;
+pub mod worker;

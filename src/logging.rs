@@ -1,0 +1,230 @@
+//! The error log and the access log.
+//!
+//! Lines have gunicorn's shape, `[2026-11-28 13:11:49 +0000] [76] [INFO] ...`,
+//! and carry the pid of the process that wrote them (master or worker), which
+//! is why the pid is read per line rather than once. Files are opened with
+//! O_APPEND and each line is written with one write(2), so master and workers
+//! can share a file without interleaving inside a line. `reopen` (USR1) makes
+//! log rotation work.
+//!
+//! This is a small `log::Log` of our own rather than env_logger: the target has
+//! to be reopened on USR1 in every process, and each line has to name the
+//! process that wrote it after fork.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+/// Where a log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+impl LogTarget {
+    /// `-` means stdout (the access log's convention).
+    pub fn stdout_or_file(value: &str) -> LogTarget {
+        if value == "-" {
+            LogTarget::Stdout
+        } else {
+            LogTarget::File(value.into())
+        }
+    }
+
+    /// `-` means stderr (the error log's convention).
+    pub fn stderr_or_file(value: &str) -> LogTarget {
+        if value == "-" {
+            LogTarget::Stderr
+        } else {
+            LogTarget::File(value.into())
+        }
+    }
+}
+
+/// gunicorn's levels; `critical` has no `log` crate level, so it travels as
+/// an error with the target `critical` (see the `critical!` macro).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl LogLevel {
+    pub fn parse(value: &str) -> Option<LogLevel> {
+        match value.to_ascii_lowercase().as_str() {
+            "debug" => Some(LogLevel::Debug),
+            "info" => Some(LogLevel::Info),
+            "warning" | "warn" => Some(LogLevel::Warning),
+            "error" => Some(LogLevel::Error),
+            "critical" => Some(LogLevel::Critical),
+            _ => None,
+        }
+    }
+
+    fn of(record: &log::Metadata<'_>) -> LogLevel {
+        match record.level() {
+            log::Level::Error if record.target() == CRITICAL_TARGET => LogLevel::Critical,
+            log::Level::Error => LogLevel::Error,
+            log::Level::Warn => LogLevel::Warning,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Debug | log::Level::Trace => LogLevel::Debug,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warning => "WARNING",
+            LogLevel::Error => "ERROR",
+            LogLevel::Critical => "CRITICAL",
+        }
+    }
+}
+
+pub const CRITICAL_TARGET: &str = "critical";
+
+/// Log at gunicorn's CRITICAL level.
+#[macro_export]
+macro_rules! critical {
+    ($($arg:tt)*) => { ::log::error!(target: $crate::logging::CRITICAL_TARGET, $($arg)*) };
+}
+
+/// An open log destination that can be reopened in place.
+struct Sink {
+    target: LogTarget,
+    file: Option<File>,
+}
+
+impl Sink {
+    fn open(target: &LogTarget) -> io::Result<Sink> {
+        let file = match target {
+            LogTarget::File(path) => Some(open_append(path)?),
+            _ => None,
+        };
+        Ok(Sink {
+            target: target.clone(),
+            file,
+        })
+    }
+
+    fn write_line(&mut self, line: &[u8]) {
+        // One write per line; a full disk or closed stdout must never take
+        // the server down, so errors are dropped here.
+        let _ = match (&self.target, &mut self.file) {
+            (_, Some(f)) => f.write_all(line),
+            (LogTarget::Stdout, None) => io::stdout().lock().write_all(line),
+            _ => io::stderr().lock().write_all(line),
+        };
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        if let LogTarget::File(path) = &self.target {
+            self.file = Some(open_append(path)?);
+        }
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot open log file {}: {e} (check the path and its permissions)",
+                    path.display()
+                ),
+            )
+        })
+}
+
+struct Logger {
+    level: LogLevel,
+    error: Mutex<Sink>,
+    access: Option<Mutex<Sink>>,
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        LogLevel::of(metadata) >= self.level
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format!(
+            "[{}] [{}] [{}] {}\n",
+            crate::sys::clock::local_time("%Y-%m-%d %H:%M:%S %z"),
+            std::process::id(),
+            LogLevel::of(record.metadata()).label(),
+            record.args()
+        );
+        if let Ok(mut sink) = self.error.lock() {
+            sink.write_line(line.as_bytes());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Open the logs and install the logger. Called once, in the master, before fork.
+pub fn init(error: &LogTarget, access: Option<&LogTarget>, level: LogLevel) -> io::Result<()> {
+    let logger = Logger {
+        level,
+        error: Mutex::new(Sink::open(error)?),
+        access: access.map(Sink::open).transpose()?.map(Mutex::new),
+    };
+    if LOGGER.set(logger).is_err() {
+        // Already initialised (a library user calling run twice): keep the first.
+        return Ok(());
+    }
+    if let Some(logger) = LOGGER.get() {
+        let _ = log::set_logger(logger);
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+    Ok(())
+}
+
+/// Reopen log files (USR1), e.g. after logrotate moved them away.
+pub fn reopen() {
+    let Some(logger) = LOGGER.get() else { return };
+    for sink in std::iter::once(&logger.error).chain(logger.access.as_ref()) {
+        if let Ok(mut sink) = sink.lock()
+            && let Err(e) = sink.reopen()
+        {
+            drop(sink);
+            log::error!("{e}");
+        }
+    }
+}
+
+/// Whether an access log is configured.
+pub fn access_log_enabled() -> bool {
+    LOGGER.get().is_some_and(|l| l.access.is_some())
+}
+
+/// Write one access log line (`line` ends without a newline).
+pub fn access(line: &str) {
+    let Some(sink) = LOGGER.get().and_then(|l| l.access.as_ref()) else {
+        return;
+    };
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line);
+    buf.push('\n');
+    if let Ok(mut sink) = sink.lock() {
+        sink.write_line(buf.as_bytes());
+    }
+}

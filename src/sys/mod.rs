@@ -1,0 +1,8 @@
+//! Every raw OS call forkhorn makes: fork, signal dispositions, the self-pipe,
+//! waitpid, mmap, clocks. Each function here is small and safe to call; the
+//! `unsafe` they need stays in this folder, next to the reason it is sound.
+
+pub mod clock;
+pub mod process;
+pub mod shm;
+pub mod signals;

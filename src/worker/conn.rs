@@ -1,0 +1,228 @@
+//! One client connection inside a worker: its read buffer, and reads and
+//! writes that wait under a deadline while keeping the heartbeat going.
+//!
+//! Waiting on a client (a slow upload, a client that reads slowly) is the
+//! client's delay, bounded by our own deadlines, so the worker beats while it
+//! waits. Only time spent inside the app goes unbeaten: that is what the
+//! master's timeout is for.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use socket2::Socket;
+
+use crate::heartbeat::Slot;
+
+/// Bytes asked of the kernel per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Where a connection is between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the first byte of a request (new or kept alive).
+    Idle,
+    /// Part of a request head has arrived.
+    Head,
+    /// We are done and have shut down our side; discarding what the client
+    /// still sends so that closing does not reset our last response.
+    Lingering,
+}
+
+pub struct Conn {
+    pub socket: Socket,
+    pub peer: Option<SocketAddr>,
+    /// Bytes read and not yet consumed (a head, body bytes, pipelined requests).
+    pub buf: Vec<u8>,
+    /// How much of `buf` was already searched for the end of a head.
+    scanned: usize,
+    pub phase: Phase,
+    /// When the current phase runs out (keep-alive idle, header timeout, linger).
+    pub deadline: Instant,
+    /// The client shut down its sending side.
+    pub read_eof: bool,
+    /// The socket may hold unread bytes (edge-triggered readiness was reported
+    /// and not yet drained).
+    pub maybe_readable: bool,
+    /// Requests answered on this connection.
+    pub served: u64,
+}
+
+impl Conn {
+    pub fn new(socket: Socket, peer: Option<SocketAddr>, deadline: Instant) -> Conn {
+        Conn {
+            socket,
+            peer,
+            buf: Vec::new(),
+            scanned: 0,
+            phase: Phase::Idle,
+            deadline,
+            read_eof: false,
+            maybe_readable: true,
+            served: 0,
+        }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// Drop the first `n` bytes of the buffer (a consumed head or body part).
+    pub fn consume(&mut self, n: usize) {
+        self.buf.drain(..n.min(self.buf.len()));
+        self.scanned = self.scanned.saturating_sub(n);
+    }
+
+    /// Read what the kernel has now, without waiting, up to `cap` buffered
+    /// bytes. Returns how many bytes were added.
+    pub fn read_available(&mut self, cap: usize) -> io::Result<usize> {
+        let mut added = 0;
+        while self.maybe_readable && !self.read_eof && self.buf.len() < cap {
+            match self.read_once() {
+                Ok(0) => break,
+                Ok(n) => added += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(added)
+    }
+
+    /// One read(2) into the buffer; 0 means end of stream (sets `read_eof`).
+    fn read_once(&mut self) -> io::Result<usize> {
+        let len = self.buf.len();
+        self.buf.resize(len + READ_CHUNK, 0);
+        let result = (&self.socket).read(&mut self.buf[len..]);
+        match result {
+            Ok(n) => {
+                self.buf.truncate(len + n);
+                if n == 0 {
+                    self.read_eof = true;
+                    self.maybe_readable = false;
+                } else if n < READ_CHUNK {
+                    // A short read means the kernel had no more just now; the
+                    // next arrival raises a fresh edge. Saves an EAGAIN read.
+                    self.maybe_readable = false;
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                self.buf.truncate(len);
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    self.maybe_readable = false;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Read at least one byte, waiting up to `idle` for it. Ok(0) is end of stream.
+    pub fn read_wait(
+        &mut self,
+        idle: Duration,
+        slot: &Slot,
+        beat_every: Duration,
+    ) -> io::Result<usize> {
+        let deadline = Instant::now() + idle;
+        loop {
+            if self.read_eof {
+                return Ok(0);
+            }
+            self.maybe_readable = true;
+            match self.read_once() {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_for(
+                    self.socket.as_fd(),
+                    PollFlags::POLLIN,
+                    deadline,
+                    slot,
+                    beat_every,
+                )?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Write all of `data`, waiting up to `idle` whenever the client is not
+    /// reading. Every successful write counts as progress.
+    pub fn write_all_wait(
+        &mut self,
+        mut data: &[u8],
+        idle: Duration,
+        slot: &Slot,
+        beat_every: Duration,
+    ) -> io::Result<()> {
+        while !data.is_empty() {
+            match (&self.socket).write(data) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    slot.add_bytes_out(n);
+                    data = &data[n..];
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let deadline = Instant::now() + idle;
+                    wait_for(
+                        self.socket.as_fd(),
+                        PollFlags::POLLOUT,
+                        deadline,
+                        slot,
+                        beat_every,
+                    )?
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the buffer may now hold a whole head: a blank line appeared
+    /// since the last look, or the buffer is big enough that limits must be
+    /// checked. Avoids re-parsing a head on every byte of a slow client.
+    pub fn head_may_be_complete(&mut self, limit_check_every: usize) -> bool {
+        let start = self.scanned.saturating_sub(3);
+        let found = self.buf[start..].windows(2).any(|w| w == b"\n\n")
+            || self.buf[start..].windows(3).any(|w| w == b"\n\r\n");
+        let grew_a_lot =
+            self.buf.len() / limit_check_every.max(1) != self.scanned / limit_check_every.max(1);
+        self.scanned = self.buf.len();
+        found || grew_a_lot || self.read_eof
+    }
+
+    /// Reset the head scan (after the buffer was parsed and a head consumed).
+    pub fn rescan(&mut self) {
+        self.scanned = 0;
+    }
+}
+
+/// poll(2) one descriptor until it is ready or `deadline` passes, beating
+/// the heartbeat at least every `beat_every`.
+fn wait_for(
+    fd: std::os::fd::BorrowedFd<'_>,
+    flags: PollFlags,
+    deadline: Instant,
+    slot: &Slot,
+    beat_every: Duration,
+) -> io::Result<()> {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "client too slow"));
+        }
+        let wait = (deadline - now).min(beat_every);
+        let ms = u16::try_from(wait.as_millis().max(1)).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(fd, flags)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => slot.beat(),
+            Ok(_) => {
+                slot.beat();
+                return Ok(());
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! The worker: a forked child that accepts connections and serves requests,
+//! one at a time, until it is told to stop or has served its quota.
+//!
+//! Connections are multiplexed with mio (epoll): idle keep-alive connections
+//! and clients sending a head slowly cost nothing, while the app is called for
+//! one complete request at a time. A worker takes a new connection only
+//! between requests, so a busy worker never sits on work another could do.
+
+mod conn;
+mod exchange;
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use self::conn::{Conn, Phase};
+use self::exchange::{After, Clock, Context};
+use crate::access_log;
+use crate::app::App;
+use crate::config::Config;
+use crate::heartbeat::{Slot, WorkerState};
+use crate::http::parse_head;
+use crate::listener::Listener;
+use crate::sys::process::{self, Pid};
+use crate::sys::signals::{self, Sig, SignalPipe};
+
+/// Exit status of a worker that could not set itself up (signals, poller).
+pub const EXIT_BOOT_FAILED: i32 = 3;
+/// Exit status of a worker whose app failed to load.
+pub const EXIT_APP_LOAD_FAILED: i32 = 4;
+
+/// Signals the master handles; a worker puts them all back to default first.
+pub const MASTER_SIGNALS: &[Sig] = &[
+    Sig::SIGHUP,
+    Sig::SIGTERM,
+    Sig::SIGINT,
+    Sig::SIGQUIT,
+    Sig::SIGTTIN,
+    Sig::SIGTTOU,
+    Sig::SIGUSR1,
+    Sig::SIGUSR2,
+    Sig::SIGWINCH,
+    Sig::SIGCHLD,
+];
+
+/// How long a closing connection keeps discarding input before we close it.
+const LINGER: Duration = Duration::from_secs(2);
+/// How often a partial head is re-checked against the limits.
+const HEAD_RECHECK_BYTES: usize = 4096;
+
+const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+/// Tokens below this are listeners; connections start here.
+const FIRST_CONN: usize = 1 << 20;
+
+/// Builds a worker's app after fork.
+pub type AppFactory<'a> = &'a dyn Fn() -> Result<Box<dyn App>, String>;
+
+/// Everything a worker gets from the master at fork.
+pub struct Spec<'a> {
+    pub config: &'a Config,
+    pub listeners: &'a [Listener],
+    pub slot: &'a Slot,
+    pub master: Pid,
+    /// This worker's request quota (max-requests plus its jitter); None = no limit.
+    pub max_requests: Option<u64>,
+    /// Write end of the master's wake-up pipe: a byte here tells the master
+    /// this worker's state changed (booted, retiring).
+    pub notify_fd: RawFd,
+    /// Descriptors of the master's that the worker must not keep.
+    pub close_fds: Vec<RawFd>,
+    pub app: AppFactory<'a>,
+}
+
+/// Run the worker; never returns.
+pub fn run(spec: Spec<'_>) -> ! {
+    process::close_inherited(&spec.close_fds);
+    let code = match Worker::boot(&spec) {
+        Ok(mut worker) => {
+            worker.serve();
+            0
+        }
+        Err(code) => code,
+    };
+    process::exit_now(code)
+}
+
+/// Where the worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    Serving,
+    /// Finish what is open and exit (TERM, or quota reached); accept nothing.
+    Draining,
+}
+
+struct Worker<'a> {
+    spec: &'a Spec<'a>,
+    app: Box<dyn App>,
+    signals: SignalPipe,
+    poll: Poll,
+    /// Listeners that reported readiness and may have connections waiting.
+    acceptable: Vec<bool>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    open: usize,
+    /// Connections with buffered bytes or news to look at, in arrival order.
+    ready: VecDeque<usize>,
+    lifecycle: Lifecycle,
+    served: u64,
+    beat_every: Duration,
+    access_format: Option<access_log::Format>,
+    clock: Clock,
+    out: Vec<u8>,
+}
+
+impl<'a> Worker<'a> {
+    fn boot(spec: &'a Spec<'a>) -> Result<Worker<'a>, i32> {
+        let fail = |what: &str, e: std::io::Error| {
+            log::error!("worker failed to boot: {what}: {e}");
+            EXIT_BOOT_FAILED
+        };
+        signals::set_default(MASTER_SIGNALS).map_err(|e| fail("resetting signals", e))?;
+        let signals = SignalPipe::install(&[Sig::SIGTERM, Sig::SIGUSR1])
+            .map_err(|e| fail("signal pipe", e))?;
+        signals::exit_on(&[Sig::SIGINT, Sig::SIGQUIT]).map_err(|e| fail("signals", e))?;
+        signals::install_timeout_handler().map_err(|e| fail("signals", e))?;
+        signals::ignore(&[
+            Sig::SIGHUP,
+            Sig::SIGTTIN,
+            Sig::SIGTTOU,
+            Sig::SIGWINCH,
+            Sig::SIGUSR2,
+            Sig::SIGPIPE,
+        ])
+        .map_err(|e| fail("signals", e))?;
+        // The master forked us with every signal blocked; our handlers are
+        // in place now, so let signals in.
+        signals::unblock_all().map_err(|e| fail("signal mask", e))?;
+        process::die_with_parent(spec.master).map_err(|e| fail("prctl", e))?;
+
+        let app = (spec.app)().map_err(|e| {
+            log::error!("app {:?} failed to load in worker: {e}", spec.config.app);
+            EXIT_APP_LOAD_FAILED
+        })?;
+
+        let poll = Poll::new().map_err(|e| fail("epoll", e))?;
+        for (i, l) in spec.listeners.iter().enumerate() {
+            poll.registry()
+                .register(&mut SourceFd(&l.fd()), Token(i), Interest::READABLE)
+                .map_err(|e| fail("registering a listener", e))?;
+        }
+        poll.registry()
+            .register(
+                &mut SourceFd(&signals.fd()),
+                SIGNAL_TOKEN,
+                Interest::READABLE,
+            )
+            .map_err(|e| fail("registering the signal pipe", e))?;
+
+        let beat_every = spec.config.timeout.map_or(Duration::from_secs(1), |t| {
+            (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+        });
+        let access_format = if crate::logging::access_log_enabled() {
+            access_log::Format::parse(&spec.config.access_log_format).ok()
+        } else {
+            None
+        };
+        let worker = Worker {
+            spec,
+            app,
+            signals,
+            poll,
+            acceptable: vec![true; spec.listeners.len()],
+            conns: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            ready: VecDeque::new(),
+            lifecycle: Lifecycle::Serving,
+            served: 0,
+            beat_every,
+            access_format,
+            clock: Clock::default(),
+            out: Vec::with_capacity(4096),
+        };
+        spec.slot.set_state(WorkerState::Idle);
+        worker.notify_master();
+        log::info!("Booting worker with pid: {}", std::process::id());
+        Ok(worker)
+    }
+
+    /// Wake the master so it looks at our slot now.
+    fn notify_master(&self) {
+        process::poke(self.spec.notify_fd);
+    }
+
+    fn serve(&mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            if self.lifecycle == Lifecycle::Draining && self.open == 0 {
+                break;
+            }
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                log::error!("worker poll failed: {e}");
+                break;
+            }
+            self.spec.slot.beat();
+            if events.is_empty() && process::getppid() != self.spec.master {
+                // The master is gone (PDEATHSIG should have ended us already).
+                break;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    SIGNAL_TOKEN => self.handle_signals(),
+                    Token(i) if i < FIRST_CONN => {
+                        if let Some(flag) = self.acceptable.get_mut(i) {
+                            *flag = true;
+                        }
+                    }
+                    Token(t) => {
+                        let k = t - FIRST_CONN;
+                        if let Some(Some(conn)) = self.conns.get_mut(k) {
+                            conn.maybe_readable = true;
+                            self.ready.push_back(k);
+                        }
+                    }
+                }
+            }
+            self.accept_one();
+            self.process_ready();
+            self.expire(Instant::now());
+        }
+        if self.spec.slot.state() != WorkerState::Retiring {
+            self.spec.slot.set_state(WorkerState::Stopping);
+        }
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        if !self.ready.is_empty()
+            || (self.lifecycle == Lifecycle::Serving
+                && self.may_accept()
+                && self.acceptable.iter().any(|&a| a))
+        {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        let next_deadline = self
+            .conns
+            .iter()
+            .flatten()
+            .map(|c| c.deadline.saturating_duration_since(now))
+            .min()
+            .unwrap_or(self.beat_every);
+        next_deadline.min(self.beat_every)
+    }
+
+    fn handle_signals(&mut self) {
+        for sig in self.signals.drain() {
+            match sig {
+                Sig::SIGTERM => self.start_draining("TERM"),
+                Sig::SIGUSR1 => crate::logging::reopen(),
+                _ => {}
+            }
+        }
+    }
+
+    fn start_draining(&mut self, why: &str) {
+        if self.lifecycle == Lifecycle::Draining {
+            return;
+        }
+        log::debug!("worker {} draining ({why})", std::process::id());
+        self.lifecycle = Lifecycle::Draining;
+        for l in self.spec.listeners {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&l.fd()));
+        }
+        // Connections waiting for a first request get one more chance to send
+        // it (answered with Connection: close), bounded by their current
+        // deadline; this avoids resetting a request already on the wire.
+    }
+
+    fn may_accept(&self) -> bool {
+        self.open < self.spec.config.worker_connections
+    }
+
+    /// Take one waiting connection, if any: one per turn, so workers that
+    /// all woke for the same connection share the load instead of the first
+    /// one to wake draining the whole queue.
+    fn accept_one(&mut self) {
+        if self.lifecycle != Lifecycle::Serving || !self.may_accept() {
+            return;
+        }
+        for i in 0..self.spec.listeners.len() {
+            if !self.acceptable[i] {
+                continue;
+            }
+            match self.spec.listeners[i].socket.accept() {
+                Ok((socket, addr)) => {
+                    let _ = socket.set_nonblocking(true);
+                    let _ = socket.set_tcp_nodelay(true);
+                    let deadline = Instant::now() + self.spec.config.header_timeout;
+                    let conn = Conn::new(socket, addr.as_socket(), deadline);
+                    self.add_conn(conn);
+                    return;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.acceptable[i] = false,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    // EMFILE and friends: stop trying until the listener
+                    // reports readiness again, rather than spinning.
+                    log::error!("accept on {} failed: {e}", self.spec.listeners[i].name);
+                    self.acceptable[i] = false;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, conn: Conn) {
+        let fd = conn.fd();
+        let k = match self.free.pop() {
+            Some(k) => {
+                self.conns[k] = Some(conn);
+                k
+            }
+            None => {
+                self.conns.push(Some(conn));
+                self.conns.len() - 1
+            }
+        };
+        if let Err(e) = self.poll.registry().register(
+            &mut SourceFd(&fd),
+            Token(FIRST_CONN + k),
+            Interest::READABLE,
+        ) {
+            log::error!("cannot watch a new connection: {e}");
+            self.conns[k] = None;
+            self.free.push(k);
+            return;
+        }
+        self.open += 1;
+        // The request may already be there (it usually is).
+        self.ready.push_back(k);
+    }
+
+    fn close(&mut self, k: usize) {
+        if let Some(conn) = self.conns.get_mut(k).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&conn.fd()));
+            self.free.push(k);
+            self.open -= 1;
+        }
+    }
+
+    /// Look at each connection with news once: read what arrived, and serve
+    /// at most one request from it before moving on.
+    fn process_ready(&mut self) {
+        let turn = self.ready.len();
+        for _ in 0..turn {
+            let Some(k) = self.ready.pop_front() else {
+                break;
+            };
+            self.process(k);
+        }
+    }
+
+    fn process(&mut self, k: usize) {
+        let limits = &self.spec.config.limits;
+        let cap = limits.request_line + limits.fields * limits.field_size + 64 * 1024;
+        let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Err(e) = conn.read_available(cap) {
+            log::debug!("read from {:?} failed: {e}", conn.peer);
+            self.close(k);
+            return;
+        }
+        if conn.phase == Phase::Lingering {
+            conn.buf.clear();
+            if conn.read_eof {
+                self.close(k);
+            }
+            return;
+        }
+        if conn.buf.is_empty() {
+            if conn.read_eof {
+                self.close(k);
+            }
+            return;
+        }
+        if conn.phase == Phase::Idle {
+            // The first byte of a head starts the header timeout.
+            conn.phase = Phase::Head;
+            conn.deadline = Instant::now() + self.spec.config.header_timeout;
+        }
+        if !conn.head_may_be_complete(HEAD_RECHECK_BYTES) {
+            return;
+        }
+        match parse_head(&conn.buf, limits) {
+            Ok(None) if conn.read_eof => self.close(k),
+            Ok(None) => {}
+            Ok(Some((head, n))) => {
+                conn.consume(n);
+                conn.rescan();
+                self.serve_request(k, head);
+            }
+            Err(e) => {
+                let status = e.status();
+                let reason = e.to_string();
+                self.finish(k, |conn, ctx| exchange::reject(conn, status, &reason, ctx));
+            }
+        }
+    }
+
+    fn serve_request(&mut self, k: usize, head: crate::http::RequestHead) {
+        self.served += 1;
+        let last = self
+            .spec
+            .max_requests
+            .is_some_and(|limit| self.served >= limit);
+        if last {
+            // Tell the master now, so the replacement boots while we finish.
+            self.spec.slot.set_state(WorkerState::Retiring);
+            self.notify_master();
+        }
+        let mut app = std::mem::replace(
+            &mut self.app,
+            Box::new(|_: crate::app::Request<'_>| crate::app::respond(503, "text/plain", ())),
+        );
+        self.finish(k, |conn, ctx| {
+            exchange::serve(conn, head, app.as_mut(), ctx)
+        });
+        self.app = app;
+        let next = if last {
+            WorkerState::Retiring
+        } else {
+            WorkerState::Idle
+        };
+        self.spec.slot.end_request(next);
+        if last {
+            log::debug!(
+                "Autorestarting worker after current request ({} requests served).",
+                self.served
+            );
+            self.start_draining("max-requests");
+        }
+    }
+
+    /// Run one exchange on connection `k` and then keep, linger on or close it.
+    fn finish<F>(&mut self, k: usize, run: F)
+    where
+        F: FnOnce(&mut Conn, &mut Context<'_>) -> After,
+    {
+        let may_keep_alive = self.lifecycle == Lifecycle::Serving
+            && self.spec.config.keep_alive.is_some()
+            && self.spec.slot.state() != WorkerState::Retiring;
+        let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut ctx = Context {
+            slot: self.spec.slot,
+            limits: &self.spec.config.limits,
+            limit_request_body: self.spec.config.limit_request_body,
+            may_keep_alive,
+            beat_every: self.beat_every,
+            access_format: self.access_format.as_ref(),
+            clock: &mut self.clock,
+            out: &mut self.out,
+        };
+        let after = run(conn, &mut ctx);
+        match after {
+            After::KeepAlive => {
+                conn.phase = Phase::Idle;
+                conn.deadline = Instant::now() + self.spec.config.keep_alive.unwrap_or_default();
+                if !conn.buf.is_empty() || conn.maybe_readable {
+                    // A pipelined request (or its start) is already here.
+                    self.ready.push_back(k);
+                }
+            }
+            After::Close => {
+                let _ = conn.socket.shutdown(std::net::Shutdown::Write);
+                if conn.buf.is_empty() && conn.read_eof {
+                    self.close(k);
+                } else {
+                    conn.phase = Phase::Lingering;
+                    conn.buf.clear();
+                    conn.deadline = Instant::now() + LINGER;
+                    self.ready.push_back(k);
+                }
+            }
+        }
+    }
+
+    /// Close connections whose deadline passed: idle ones silently, a half-
+    /// sent head with 408.
+    fn expire(&mut self, now: Instant) {
+        for k in 0..self.conns.len() {
+            let Some(conn) = self.conns[k].as_ref() else {
+                continue;
+            };
+            if conn.deadline > now {
+                continue;
+            }
+            match conn.phase {
+                Phase::Head => self.finish(k, |conn, ctx| {
+                    exchange::reject(conn, 408, "the request head took too long to arrive", ctx)
+                }),
+                Phase::Idle | Phase::Lingering => self.close(k),
+            }
+            // A connection sent into Lingering by the 408 has a fresh deadline.
+        }
+    }
+}
