@@ -59,10 +59,12 @@ fuzz_target!(|data: &[u8]| {
     let mut two = ChunkedDecoder::new(&limits);
     let mut two_out = Vec::new();
     let cut = split_point(seed.rotate_left(4), body.len());
-    let two_result = two.decode(&body[..cut], &mut two_out, usize::MAX).and_then(|first| {
-        let second = two.decode(&body[first..], &mut two_out, usize::MAX)?;
-        Ok(first + second)
-    });
+    let two_result = two
+        .decode(&body[..cut], &mut two_out, usize::MAX)
+        .and_then(|first| {
+            let second = two.decode(&body[first..], &mut two_out, usize::MAX)?;
+            Ok(first + second)
+        });
 
     // The body with little room for output on each call.
     let mut small = ChunkedDecoder::new(&limits);
@@ -78,7 +80,10 @@ fuzz_target!(|data: &[u8]| {
     }
 
     assert_eq!(one_result, two_result, "split decoding disagrees");
-    assert_eq!(one_result, small_result, "decoding with little room disagrees");
+    assert_eq!(
+        one_result, small_result,
+        "decoding with little room disagrees"
+    );
     if let Ok(consumed) = one_result {
         assert!(consumed <= body.len());
         assert_eq!(one_out, two_out);
@@ -87,7 +92,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(one.is_done(), small.is_done());
         assert_eq!(one.trailers(), two.trailers());
         if !one.is_done() {
-            assert_eq!(consumed, body.len(), "an unfinished body consumes all its input");
+            assert_eq!(
+                consumed,
+                body.len(),
+                "an unfinished body consumes all its input"
+            );
         }
     }
 });

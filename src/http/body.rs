@@ -160,6 +160,7 @@ enum Ext {
 }
 
 /// Incremental decoder for `Transfer-Encoding: chunked`.
+#[derive(Debug)]
 pub struct ChunkedDecoder {
     state: State,
     /// Chunk-extension bytes seen in this body; refused past `ext_limit`.

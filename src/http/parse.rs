@@ -763,7 +763,7 @@ fn scan_fields(buf: &[u8], mut p: usize, limits: &Limits) -> FieldScan {
         }
         lines += 1;
         let window = &rest[..rest.len().min(max_line.saturating_add(1))];
-        match window.iter().position(|&b| b == b'\r' || b == b'\n') {
+        match find_cr_or_lf(window) {
             Some(i) if rest[i] == b'\n' => {
                 return FieldScan::Broken {
                     region_end: p + i,
@@ -806,6 +806,34 @@ fn scan_fields(buf: &[u8], mut p: usize, limits: &Limits) -> FieldScan {
             }
         }
     }
+}
+
+/// Index of the first CR or LF in `bytes`, eight bytes at a time: field lines
+/// are most of a head, and every one is searched.
+fn find_cr_or_lf(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Nonzero when some byte of `v` is zero (the classic SWAR test; a hit is
+    // confirmed byte by byte below).
+    let has_zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        if has_zero_byte(word ^ (ONES * u64::from(b'\r')))
+            | has_zero_byte(word ^ (ONES * u64::from(b'\n')))
+            != 0
+        {
+            break;
+        }
+        offset += 8;
+    }
+    bytes[offset..]
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map(|i| offset + i)
 }
 
 /// Names the field line httparse refused. `section` holds CRLF-terminated

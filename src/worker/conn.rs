@@ -48,6 +48,9 @@ pub struct Conn {
     pub maybe_readable: bool,
     /// Requests answered on this connection.
     pub served: u64,
+    /// epoll reported the peer's FIN (EPOLLRDHUP): read on to the end of
+    /// stream even after a short read.
+    pub peer_closed: bool,
 }
 
 impl Conn {
@@ -62,6 +65,7 @@ impl Conn {
             read_eof: false,
             maybe_readable: true,
             served: 0,
+            peer_closed: false,
         }
     }
 
@@ -101,7 +105,7 @@ impl Conn {
                 if n == 0 {
                     self.read_eof = true;
                     self.maybe_readable = false;
-                } else if n < READ_CHUNK {
+                } else if n < READ_CHUNK && !self.peer_closed {
                     // A short read means the kernel had no more just now; the
                     // next arrival raises a fresh edge. Saves an EAGAIN read.
                     self.maybe_readable = false;

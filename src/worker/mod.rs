@@ -225,6 +225,7 @@ impl<'a> Worker<'a> {
                         let k = t - FIRST_CONN;
                         if let Some(Some(conn)) = self.conns.get_mut(k) {
                             conn.maybe_readable = true;
+                            conn.peer_closed |= event.is_read_closed();
                             self.ready.push_back(k);
                         }
                     }
@@ -396,6 +397,10 @@ impl<'a> Worker<'a> {
             conn.deadline = Instant::now() + self.spec.config.header_timeout;
         }
         if !conn.head_may_be_complete(HEAD_RECHECK_BYTES) {
+            // A head arriving in pieces: acknowledge each piece at once, so a
+            // client held back by Nagle's algorithm is not slowed to one
+            // segment per delayed ACK.
+            let _ = conn.socket.set_tcp_quickack(true);
             return;
         }
         match parse_head(&conn.buf, limits) {
@@ -471,10 +476,14 @@ impl<'a> Worker<'a> {
         };
         let after = run(conn, &mut ctx);
         match after {
+            After::KeepAlive if conn.read_eof && conn.buf.is_empty() => {
+                // The client has said all it will say (a half-close).
+                self.close(k);
+            }
             After::KeepAlive => {
                 conn.phase = Phase::Idle;
                 conn.deadline = Instant::now() + self.spec.config.keep_alive.unwrap_or_default();
-                if !conn.buf.is_empty() || conn.maybe_readable {
+                if !conn.buf.is_empty() || conn.maybe_readable || conn.read_eof {
                     // A pipelined request (or its start) is already here.
                     self.ready.push_back(k);
                 }
