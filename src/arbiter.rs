@@ -1,12 +1,15 @@
 //! The master: keeps the right number of healthy workers running.
 //!
-//! It binds nothing and serves nothing itself (main hands it the listeners);
-//! it forks workers, reads their heartbeat slots, reaps them, and reacts to
-//! signals. It is single-threaded for its whole life, because it forks, and
-//! it sleeps until the next thing is due (a heartbeat deadline, a kill
-//! escalation, a respawn, the end of a graceful stop) rather than ticking.
+//! It serves no app requests itself (main hands it the bound listeners); it
+//! forks workers, reads their heartbeat slots, reaps them, reacts to signals
+//! and answers the control socket and metrics endpoint. It is
+//! single-threaded for its whole life, because it forks, and it sleeps until
+//! the next thing is due (a heartbeat deadline, a kill escalation, a respawn,
+//! a memory check, the end of a graceful stop) rather than ticking.
 
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
@@ -14,11 +17,15 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::app::App;
 use crate::config::Config;
+use crate::control::{self, Command};
 use crate::critical;
-use crate::heartbeat::{Slot, WorkerState};
+use crate::heartbeat::{Counts, Slot, WorkerState};
 use crate::listener::Listener;
+use crate::oneshot::OneShotServer;
 use crate::pidfile::Pidfile;
+use crate::stats::{Reason, Snapshot, WorkerInfo};
 use crate::sys::process::{self, Exit, Forked, Pid};
+use crate::sys::procfs;
 use crate::sys::signals::{self, Sig, SignalPipe};
 use crate::worker::{self, EXIT_APP_LOAD_FAILED, EXIT_BOOT_FAILED, MASTER_SIGNALS};
 
@@ -26,8 +33,6 @@ use crate::worker::{self, EXIT_APP_LOAD_FAILED, EXIT_BOOT_FAILED, MASTER_SIGNALS
 const ABORT_GRACE: Duration = Duration::from_secs(1);
 /// How long a quick stop (INT, QUIT) waits before SIGKILL.
 const QUICK_STOP_GRACE: Duration = Duration::from_secs(1);
-/// A worker that dies sooner than this after its fork counts as a failed boot.
-const MIN_WORKER_LIFETIME: Duration = Duration::from_secs(1);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// The longest the master sleeps when nothing is due.
@@ -46,15 +51,17 @@ pub type AppFactory = Box<dyn Fn() -> Result<Box<dyn App>, String>>;
 enum Ask {
     /// Keep serving.
     Serve,
-    /// Told TERM (reload, scale-down, stop): finish and exit.
-    Retire,
+    /// Told TERM (reload, scale-down, memory, stop): finish and exit.
+    Retire(Reason),
     /// Timed out: sent SIGABRT at this instant; SIGKILL follows.
     Abort(Instant),
-    /// Sent SIGKILL.
-    Kill,
+    /// Sent SIGKILL (after a timeout, or at the end of a stop).
+    Kill(Reason),
 }
 
 struct WorkerHandle {
+    /// Small number for people (`ctl workers`), never reused.
+    id: u64,
     pid: Pid,
     slot: Slot,
     /// Reload generation it was forked in (HUP starts a new one).
@@ -73,6 +80,12 @@ impl WorkerHandle {
     fn is_ready(&self) -> bool {
         self.is_active() && matches!(self.slot.state(), WorkerState::Idle | WorkerState::Busy)
     }
+
+    /// Ask it to finish its request and exit.
+    fn retire(&mut self, reason: Reason) {
+        process::signal(self.pid, Sig::SIGTERM);
+        self.ask = Ask::Retire(reason);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,58 +101,101 @@ enum Lifecycle {
 pub struct Arbiter {
     config: Config,
     listeners: Vec<Listener>,
+    /// Listener names, kept for status after the listeners close.
+    listener_names: Vec<String>,
     app: AppFactory,
     signals: SignalPipe,
     /// Workers write a byte here when their state changes in a way the master
     /// should act on at once (booted, retiring).
     notify_read: OwnedFd,
     notify_write: OwnedFd,
+    control: Option<(OneShotServer, PathBuf)>,
+    metrics: Option<OneShotServer>,
     workers: Vec<WorkerHandle>,
-    /// Workers wanted (changed by TTIN/TTOU).
+    /// Workers wanted (TTIN/TTOU, `ctl worker add/remove`).
     wanted: usize,
     generation: u64,
     lifecycle: Lifecycle,
     /// No worker is forked before this (crash-loop backoff).
     respawn_at: Option<Instant>,
-    /// Consecutive workers that died within MIN_WORKER_LIFETIME.
+    /// Consecutive workers that died within --min-worker-lifetime.
     failed_boots: u32,
+    next_memory_check: Instant,
+    /// Counts of reaped workers, so totals survive worker deaths.
+    retired: Counts,
+    restarts: BTreeMap<Reason, u64>,
+    next_worker_id: u64,
     exit_code: i32,
+    /// Why the master stops on its own, for its last log line.
+    halt_reason: Option<String>,
     pid: Pid,
+    started: Instant,
     _pidfile: Option<Pidfile>,
 }
 
 impl Arbiter {
-    /// Take over the listeners and install the master's signal handling.
+    /// Take over the listeners, install the master's signal handling, and
+    /// open the control socket and metrics endpoint.
     pub fn new(
         config: Config,
         listeners: Vec<Listener>,
         app: AppFactory,
     ) -> std::io::Result<Arbiter> {
+        log::info!("Starting forkhorn {}", env!("CARGO_PKG_VERSION"));
         let signals = SignalPipe::install(MASTER_SIGNALS)?;
         let (notify_read, notify_write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
         let pidfile = config.pidfile.as_deref().map(Pidfile::create).transpose()?;
+        let metrics = match &config.metrics_bind {
+            Some(spec) => {
+                let l = Listener::bind(spec, 64)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("--metrics-bind: {e}")))?;
+                log::info!("Metrics at: {}/metrics ({})", l.name, process::getpid());
+                Some(OneShotServer::new(l.socket, crate::metrics::framing)?)
+            }
+            None => None,
+        };
+        let control = match &config.control_socket {
+            Some(path) => match control::bind(path) {
+                Ok(socket) => Some((OneShotServer::new(socket, control::framing)?, path.clone())),
+                Err(e) => {
+                    // Better a server without its control socket than no server.
+                    log::warn!("{e}; running without a control socket");
+                    None
+                }
+            },
+            None => None,
+        };
+        let now = Instant::now();
         Ok(Arbiter {
             wanted: config.workers,
+            listener_names: listeners.iter().map(|l| l.name.clone()).collect(),
+            next_memory_check: now + config.memory_check_interval,
             config,
             listeners,
             app,
             signals,
             notify_read,
             notify_write,
+            control,
+            metrics,
             workers: Vec::new(),
             generation: 0,
             lifecycle: Lifecycle::Running,
             respawn_at: None,
             failed_boots: 0,
+            retired: Counts::default(),
+            restarts: BTreeMap::new(),
+            next_worker_id: 1,
             exit_code: 0,
+            halt_reason: None,
             pid: process::getpid(),
+            started: now,
             _pidfile: pidfile,
         })
     }
 
     /// Run until stopped; returns the process exit status.
     pub fn run(mut self) -> i32 {
-        log::info!("Starting forkhorn {}", env!("CARGO_PKG_VERSION"));
         for l in &self.listeners {
             log::info!("Listening at: {} ({})", l.name, self.pid);
         }
@@ -148,16 +204,25 @@ impl Arbiter {
             self.handle_signals();
             self.reap_exited();
             self.check_heartbeats(Instant::now());
+            self.check_memory(Instant::now());
             self.escalate_stop(Instant::now());
             self.spawn_missing();
             self.retire_surplus();
+            self.serve_control();
+            self.serve_metrics();
             if self.is_finished() {
                 break;
             }
             self.sleep_until(self.next_wakeup());
         }
         self.close_listeners();
-        log::info!("Shutting down: Master");
+        if let Some((_, path)) = self.control.take() {
+            let _ = std::fs::remove_file(path);
+        }
+        match self.halt_reason.take() {
+            Some(reason) => critical!("Shutting down: {reason}"),
+            None => log::info!("Shutting down: Master"),
+        }
         self.exit_code
     }
 
@@ -168,21 +233,12 @@ impl Arbiter {
                 Sig::SIGTERM => self.stop(true, "term"),
                 Sig::SIGINT => self.stop(false, "int"),
                 Sig::SIGQUIT => self.stop(false, "quit"),
-                Sig::SIGHUP => self.reload(),
-                Sig::SIGTTIN => {
-                    self.wanted += 1;
-                    log::info!("Handling signal: ttin; workers wanted: {}", self.wanted);
-                }
-                Sig::SIGTTOU => {
-                    if self.wanted > 1 {
-                        self.wanted -= 1;
-                    }
-                    log::info!("Handling signal: ttou; workers wanted: {}", self.wanted);
-                }
+                Sig::SIGHUP => self.reload("signal: hup"),
+                Sig::SIGTTIN => self.scale(1, "signal: ttin"),
+                Sig::SIGTTOU => self.scale(-1, "signal: ttou"),
                 Sig::SIGUSR1 => {
                     log::info!("Handling signal: usr1; reopening log files");
-                    crate::logging::reopen();
-                    self.signal_workers(Sig::SIGUSR1);
+                    self.reopen_logs();
                 }
                 Sig::SIGUSR2 => {
                     log::warn!(
@@ -198,8 +254,7 @@ impl Arbiter {
         while matches!(nix::unistd::read(&self.notify_read, &mut buf), Ok(n) if n > 0) {}
     }
 
-    fn stop(&mut self, graceful: bool, name: &str) {
-        let now = Instant::now();
+    fn stop(&mut self, graceful: bool, why: &str) {
         match self.lifecycle {
             Lifecycle::Stopping {
                 graceful: false, ..
@@ -207,23 +262,23 @@ impl Arbiter {
             Lifecycle::Stopping { graceful: true, .. } if graceful => return,
             _ => {}
         }
-        log::info!("Handling signal: {name}");
+        log::info!("Handling {why}");
         let grace = if graceful {
             self.config.graceful_timeout
         } else {
             QUICK_STOP_GRACE
         };
         self.lifecycle = Lifecycle::Stopping {
-            deadline: now + grace,
+            deadline: Instant::now() + grace,
             graceful,
         };
         // New connections should be refused, not queued for workers that are leaving.
         self.close_listeners();
         let sig = if graceful { Sig::SIGTERM } else { Sig::SIGINT };
         for w in &mut self.workers {
-            if matches!(w.ask, Ask::Serve | Ask::Retire) {
+            if matches!(w.ask, Ask::Serve | Ask::Retire(_)) {
                 process::signal(w.pid, sig);
-                w.ask = Ask::Retire;
+                w.ask = Ask::Retire(Reason::Shutdown);
             }
         }
     }
@@ -235,19 +290,27 @@ impl Arbiter {
         self.listeners.clear();
     }
 
-    /// HUP: start a new generation of workers; the old one is retired once
-    /// the new one is serving (retire_surplus), so no request goes unserved.
-    fn reload(&mut self) {
+    /// Start a new generation of workers; the old one is retired once the
+    /// new one is serving (`retire_surplus`), so no request goes unserved.
+    fn reload(&mut self, why: &str) {
         if self.lifecycle != Lifecycle::Running {
             return;
         }
         self.generation += 1;
-        log::info!("Handling signal: hup; starting {} new workers", self.wanted);
+        log::info!("Handling {why}; starting {} new workers", self.wanted);
     }
 
-    fn signal_workers(&self, sig: Sig) {
+    /// Change the wanted worker count by `delta`, never below one.
+    fn scale(&mut self, delta: i64, why: &str) {
+        let wanted = (self.wanted as i64 + delta).max(1);
+        self.wanted = usize::try_from(wanted).unwrap_or(1);
+        log::info!("Handling {why}; workers wanted: {}", self.wanted);
+    }
+
+    fn reopen_logs(&self) {
+        crate::logging::reopen();
         for w in &self.workers {
-            process::signal(w.pid, sig);
+            process::signal(w.pid, Sig::SIGUSR1);
         }
     }
 
@@ -266,56 +329,102 @@ impl Arbiter {
     fn worker_exited(&mut self, w: WorkerHandle, exit: Exit) {
         let pid = w.pid;
         let lived = w.started.elapsed();
-        let requests = w.slot.requests();
-        match (w.ask, exit) {
-            (Ask::Abort(_) | Ask::Kill, _) => {
+        let counts = w.slot.counts();
+        self.retired.add(&counts);
+        let reason = match (w.ask, exit) {
+            (Ask::Abort(_), _) | (Ask::Kill(Reason::Timeout), _) => {
                 log::info!("Worker (pid:{pid}) ended after timeout ({exit})");
+                Reason::Timeout
             }
-            (Ask::Retire, _) => log::info!("Worker exiting (pid: {pid})"),
+            (Ask::Retire(reason) | Ask::Kill(reason), _) => {
+                log::info!("Worker exiting (pid: {pid})");
+                reason
+            }
             (Ask::Serve, Exit::Code(0)) if w.slot.state() == WorkerState::Retiring => {
-                log::info!("Worker (pid:{pid}) recycled after {requests} requests (max-requests)");
+                log::info!(
+                    "Worker (pid:{pid}) recycled after {} requests (max-requests)",
+                    counts.requests
+                );
+                Reason::MaxRequests
             }
             (Ask::Serve, Exit::Code(EXIT_APP_LOAD_FAILED)) => {
                 self.halt(
                     EXIT_APP_LOAD_ERROR,
-                    &format!("App failed to load (worker pid:{pid} {exit})"),
+                    format!("App failed to load (worker pid:{pid} {exit})"),
                 );
                 return;
             }
             (Ask::Serve, Exit::Code(EXIT_BOOT_FAILED)) => {
                 self.halt(
                     EXIT_WORKER_BOOT_ERROR,
-                    &format!("Worker failed to boot (pid:{pid} {exit})"),
+                    format!("Worker failed to boot (pid:{pid} {exit})"),
                 );
                 return;
             }
             (Ask::Serve, Exit::Signal(Sig::SIGKILL)) => {
                 log::error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?");
+                Reason::Crash
             }
-            (Ask::Serve, exit) => log::error!("Worker (pid:{pid}) died unexpectedly ({exit})"),
+            (Ask::Serve, exit) => {
+                log::error!("Worker (pid:{pid}) died unexpectedly ({exit})");
+                Reason::Crash
+            }
+        };
+        if reason != Reason::Shutdown {
+            *self.restarts.entry(reason).or_default() += 1;
         }
-        let ours = matches!(w.ask, Ask::Retire) || exit == Exit::Code(0);
-        if !ours && lived < MIN_WORKER_LIFETIME {
-            self.failed_boots += 1;
-            let backoff = BACKOFF_FIRST
-                .saturating_mul(1 << self.failed_boots.min(8).saturating_sub(1))
-                .min(BACKOFF_MAX);
-            log::warn!(
-                "Worker (pid:{pid}) died {:.2}s after start; next worker in {:.1}s",
-                lived.as_secs_f64(),
-                backoff.as_secs_f64()
-            );
-            self.respawn_at = Some(Instant::now() + backoff);
-        } else if lived >= MIN_WORKER_LIFETIME {
+        if reason == Reason::Crash && lived < self.config.min_worker_lifetime {
+            self.failed_boot(pid, exit, lived, w.slot.last_error());
+        } else if lived >= self.config.min_worker_lifetime {
             self.failed_boots = 0;
         }
     }
 
+    /// A worker died young: back off before the next fork, and give up after
+    /// --max-boot-failures in a row, so systemd or Docker see a failed
+    /// service rather than a silent fork loop.
+    fn failed_boot(&mut self, pid: Pid, exit: Exit, lived: Duration, last_error: Option<String>) {
+        self.failed_boots += 1;
+        let said = last_error
+            .map(|e| format!("; its last error: {e}"))
+            .unwrap_or_default();
+        if self
+            .config
+            .max_boot_failures
+            .is_some_and(|max| self.failed_boots >= max)
+        {
+            self.halt(
+                EXIT_WORKER_BOOT_ERROR,
+                format!(
+                    "{} workers in a row failed to boot; the last (pid:{pid}) ended with {exit}{said}",
+                    self.failed_boots
+                ),
+            );
+            return;
+        }
+        let backoff = self.backoff();
+        log::warn!(
+            "Worker (pid:{pid}) ended with {exit} {:.2}s after start{said}; failed boot {} in a row, next worker in {:.1}s",
+            lived.as_secs_f64(),
+            self.failed_boots,
+            backoff.as_secs_f64()
+        );
+        self.respawn_at = Some(Instant::now() + backoff);
+    }
+
+    /// 100 ms after the first failure, doubling up to 10 s.
+    fn backoff(&self) -> Duration {
+        BACKOFF_FIRST
+            .saturating_mul(1 << self.failed_boots.saturating_sub(1).min(8))
+            .min(BACKOFF_MAX)
+    }
+
     /// Stop everything because workers cannot run, with a reason an operator can act on.
-    fn halt(&mut self, code: i32, reason: &str) {
-        critical!("{reason}; shutting down");
+    fn halt(&mut self, code: i32, reason: String) {
+        critical!("{reason}");
         self.exit_code = code;
-        self.stop(false, "halt");
+        self.halt_reason = Some(reason);
+        self.stop(false, "a fatal worker failure");
     }
 
     /// Time out workers whose heartbeat went silent, and escalate to SIGKILL.
@@ -325,9 +434,8 @@ impl Arbiter {
         };
         for w in &mut self.workers {
             match w.ask {
-                Ask::Serve | Ask::Retire => {
-                    let silence = w.slot.silence();
-                    if silence > timeout {
+                Ask::Serve | Ask::Retire(_) => {
+                    if w.slot.silence() > timeout {
                         let request = w
                             .slot
                             .in_flight()
@@ -343,26 +451,76 @@ impl Arbiter {
                         w.pid
                     );
                     process::signal(w.pid, Sig::SIGKILL);
-                    w.ask = Ask::Kill;
+                    w.ask = Ask::Kill(Reason::Timeout);
                 }
-                Ask::Abort(_) | Ask::Kill => {}
+                Ask::Abort(_) | Ask::Kill(_) => {}
+            }
+        }
+    }
+
+    /// Replace workers whose private memory passed --max-worker-memory. The
+    /// replacement is forked before the old worker is told to go; one far
+    /// over the limit (twice) is killed at once.
+    fn check_memory(&mut self, now: Instant) {
+        let Some(limit) = self.config.max_worker_memory else {
+            return;
+        };
+        if now < self.next_memory_check || self.lifecycle != Lifecycle::Running {
+            return;
+        }
+        self.next_memory_check = now + self.config.memory_check_interval;
+        let mut over = Vec::new();
+        for w in self.workers.iter_mut().filter(|w| w.ask == Ask::Serve) {
+            let Some(mem) = procfs::memory(w.pid.as_raw()) else {
+                continue;
+            };
+            if mem.private <= limit {
+                continue;
+            }
+            let mib = |b: u64| b >> 20;
+            if mem.private > 2 * limit && w.slot.state() == WorkerState::Busy {
+                log::error!(
+                    "Worker (pid:{}) uses {} MiB of private memory, over twice the limit of {} MiB; killing it",
+                    w.pid,
+                    mib(mem.private),
+                    mib(limit)
+                );
+                process::signal(w.pid, Sig::SIGKILL);
+                w.ask = Ask::Kill(Reason::Memory);
+            } else {
+                log::warn!(
+                    "Worker (pid:{}) uses {} MiB of private memory, over the limit of {} MiB; replacing it after its current request",
+                    w.pid,
+                    mib(mem.private),
+                    mib(limit)
+                );
+                w.ask = Ask::Retire(Reason::Memory);
+                over.push(w.pid);
+            }
+        }
+        if !over.is_empty() {
+            self.spawn_missing();
+            for pid in over {
+                process::signal(pid, Sig::SIGTERM);
             }
         }
     }
 
     fn escalate_stop(&mut self, now: Instant) {
-        if let Lifecycle::Stopping { deadline, .. } = self.lifecycle
-            && now >= deadline
-        {
-            for w in &mut self.workers {
-                if w.ask != Ask::Kill {
-                    log::warn!(
-                        "Worker (pid:{}) still running at the end of the graceful timeout; sending SIGKILL",
-                        w.pid
-                    );
-                    process::signal(w.pid, Sig::SIGKILL);
-                    w.ask = Ask::Kill;
-                }
+        let Lifecycle::Stopping { deadline, .. } = self.lifecycle else {
+            return;
+        };
+        if now < deadline {
+            return;
+        }
+        for w in &mut self.workers {
+            if !matches!(w.ask, Ask::Kill(_)) {
+                log::warn!(
+                    "Worker (pid:{}) still running at the end of the graceful timeout; sending SIGKILL",
+                    w.pid
+                );
+                process::signal(w.pid, Sig::SIGKILL);
+                w.ask = Ask::Kill(Reason::Shutdown);
             }
         }
     }
@@ -382,14 +540,13 @@ impl Arbiter {
             .count();
         for _ in active..self.wanted {
             if let Err(e) = self.spawn_worker() {
-                log::error!("cannot start a worker: {e}; retrying");
                 self.failed_boots += 1;
-                self.respawn_at = Some(
-                    Instant::now()
-                        + BACKOFF_FIRST
-                            .saturating_mul(1 << self.failed_boots.min(7))
-                            .min(BACKOFF_MAX),
+                let backoff = self.backoff();
+                log::error!(
+                    "cannot start a worker: {e}; retrying in {:.1}s",
+                    backoff.as_secs_f64()
                 );
+                self.respawn_at = Some(Instant::now() + backoff);
                 return;
             }
         }
@@ -403,6 +560,12 @@ impl Arbiter {
         if let Ok(Forked::Child) = forked {
             let mut close_fds = self.signals.fds().to_vec();
             close_fds.push(self.notify_read.as_raw_fd());
+            if let Some((c, _)) = &self.control {
+                close_fds.extend(c.fds());
+            }
+            if let Some(m) = &self.metrics {
+                close_fds.extend(m.fds());
+            }
             let spec = worker::Spec {
                 config: &self.config,
                 listeners: &self.listeners,
@@ -420,12 +583,14 @@ impl Arbiter {
             unreachable!("the child never returns from worker::run")
         };
         self.workers.push(WorkerHandle {
+            id: self.next_worker_id,
             pid,
             slot,
             generation: self.generation,
             started: Instant::now(),
             ask: Ask::Serve,
         });
+        self.next_worker_id += 1;
         Ok(())
     }
 
@@ -443,14 +608,13 @@ impl Arbiter {
             .filter(|w| w.generation == generation && w.is_ready())
             .count();
         if ready_new >= self.wanted {
-            let mut retired = 0;
-            for w in self
+            let old = self
                 .workers
                 .iter_mut()
-                .filter(|w| w.generation != generation && w.ask == Ask::Serve)
-            {
-                process::signal(w.pid, Sig::SIGTERM);
-                w.ask = Ask::Retire;
+                .filter(|w| w.generation != generation && w.ask == Ask::Serve);
+            let mut retired = 0;
+            for w in old {
+                w.retire(Reason::Reload);
                 retired += 1;
             }
             if retired > 0 {
@@ -469,9 +633,143 @@ impl Arbiter {
             let extra = current.len() - self.wanted;
             for w in current.into_iter().take(extra) {
                 log::info!("Retiring worker (pid:{}) to scale down", w.pid);
-                process::signal(w.pid, Sig::SIGTERM);
-                w.ask = Ask::Retire;
+                w.retire(Reason::ScaleDown);
             }
+        }
+    }
+
+    /// Answer whatever `forkhorn ctl` asked.
+    fn serve_control(&mut self) {
+        let Some((server, _)) = self.control.as_mut() else {
+            return;
+        };
+        let pending = server.service(Instant::now());
+        for p in pending {
+            let reply = match control::parse_request(&p.request) {
+                Ok(command) => self.carry_out(command),
+                Err(e) => control::error(e),
+            };
+            if let Some((server, _)) = self.control.as_mut() {
+                server.reply(p.index, format!("{reply}\n").into_bytes());
+            }
+        }
+    }
+
+    fn carry_out(&mut self, command: Command) -> serde_json::Value {
+        match command {
+            Command::Status => control::status(&self.snapshot()),
+            Command::Workers => control::workers(&self.snapshot()),
+            Command::Stats => control::stats(&self.snapshot()),
+            Command::Reload => {
+                self.reload("ctl reload");
+                control::ok("reloading: new workers start, then the old ones finish")
+            }
+            Command::Reopen => {
+                log::info!("Handling ctl reopen; reopening log files");
+                self.reopen_logs();
+                control::ok("log files reopened")
+            }
+            Command::AddWorkers(n) => {
+                self.scale(n as i64, "ctl worker add");
+                control::ok(format!("workers wanted: {}", self.wanted))
+            }
+            Command::RemoveWorkers(n) => {
+                self.scale(-(n as i64), "ctl worker remove");
+                control::ok(format!("workers wanted: {}", self.wanted))
+            }
+            Command::KillWorker(pid) => {
+                match self.workers.iter_mut().find(|w| w.pid.as_raw() == pid) {
+                    Some(w) if w.ask == Ask::Serve => {
+                        log::info!("Handling ctl worker kill; retiring worker (pid:{pid})");
+                        w.retire(Reason::Killed);
+                        control::ok(format!(
+                            "worker {pid} will finish its request and be replaced"
+                        ))
+                    }
+                    Some(_) => control::error(format!("worker {pid} is already stopping")),
+                    None => {
+                        control::error(format!("no worker has pid {pid}; see forkhorn ctl workers"))
+                    }
+                }
+            }
+            Command::Shutdown { graceful } => {
+                self.stop(
+                    graceful,
+                    if graceful {
+                        "ctl shutdown graceful"
+                    } else {
+                        "ctl shutdown quick"
+                    },
+                );
+                control::ok(if graceful {
+                    "stopping gracefully"
+                } else {
+                    "stopping now"
+                })
+            }
+        }
+    }
+
+    fn serve_metrics(&mut self) {
+        let Some(server) = self.metrics.as_mut() else {
+            return;
+        };
+        let pending = server.service(Instant::now());
+        if pending.is_empty() {
+            return;
+        }
+        let snapshot = self.snapshot();
+        if let Some(server) = self.metrics.as_mut() {
+            for p in pending {
+                server.reply(p.index, crate::metrics::answer(&p.request, &snapshot));
+            }
+        }
+    }
+
+    /// Everything the master knows, for ctl and metrics.
+    fn snapshot(&self) -> Snapshot {
+        let mut totals = self.retired.clone();
+        let workers = self
+            .workers
+            .iter()
+            .map(|w| {
+                totals.add(&w.slot.counts());
+                let mem = procfs::memory(w.pid.as_raw());
+                WorkerInfo {
+                    id: w.id,
+                    pid: w.pid.as_raw(),
+                    state: match w.ask {
+                        Ask::Serve => w.slot.state(),
+                        _ => WorkerState::Stopping,
+                    },
+                    age: w.started.elapsed(),
+                    requests: w.slot.requests(),
+                    request: w.slot.in_flight(),
+                    rss_bytes: mem.map(|m| m.rss),
+                    private_bytes: mem.map(|m| m.private),
+                    since_beat: w.slot.silence(),
+                }
+            })
+            .collect();
+        Snapshot {
+            master_pid: self.pid.as_raw(),
+            uptime: self.started.elapsed(),
+            listeners: self.listener_names.clone(),
+            app: self.config.app.clone(),
+            wanted: self.wanted,
+            timeout: self.config.timeout,
+            graceful_timeout: self.config.graceful_timeout,
+            max_requests: self.config.max_requests,
+            max_requests_jitter: self.config.max_requests_jitter,
+            is_stopping: self.lifecycle != Lifecycle::Running,
+            workers,
+            totals,
+            restarts: self.restarts.clone(),
+            backlog: self
+                .listeners
+                .iter()
+                .filter_map(|l| procfs::listen_queue(l.fd()).map(|n| (l.name.clone(), n)))
+                .collect(),
         }
     }
 
@@ -486,11 +784,11 @@ impl Arbiter {
         if let Some(timeout) = self.config.timeout {
             for w in &self.workers {
                 let due = match w.ask {
-                    Ask::Serve | Ask::Retire => {
+                    Ask::Serve | Ask::Retire(_) => {
                         now + timeout.saturating_sub(w.slot.silence()) + Duration::from_millis(1)
                     }
                     Ask::Abort(at) => at + ABORT_GRACE,
-                    Ask::Kill => continue,
+                    Ask::Kill(_) => continue,
                 };
                 next = next.min(due);
             }
@@ -501,17 +799,45 @@ impl Arbiter {
         if let Some(at) = self.respawn_at {
             next = next.min(at);
         }
+        if self.config.max_worker_memory.is_some() {
+            next = next.min(self.next_memory_check);
+        }
+        let servers = self
+            .control
+            .as_ref()
+            .map(|(c, _)| c)
+            .into_iter()
+            .chain(self.metrics.as_ref());
+        for deadline in servers.filter_map(OneShotServer::next_deadline) {
+            next = next.min(deadline);
+        }
         next
     }
 
-    /// Sleep until `until`, a signal, or a worker's wake-up byte.
+    /// Sleep until `until`, a signal, a worker's wake-up byte, or a control
+    /// or metrics client.
     fn sleep_until(&self, until: Instant) {
         let wait = until.saturating_duration_since(Instant::now());
-        let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
-        let mut fds = [
+        // Round up: waking a millisecond early would spin until the deadline.
+        let ms = i32::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+        let mut fds = vec![
             PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.notify_read.as_fd(), PollFlags::POLLIN),
         ];
+        let servers = self
+            .control
+            .as_ref()
+            .map(|(c, _)| c)
+            .into_iter()
+            .chain(self.metrics.as_ref());
+        for server in servers {
+            fds.extend(
+                server
+                    .poll_set()
+                    .into_iter()
+                    .map(|(fd, flags)| PollFd::new(fd, flags)),
+            );
+        }
         let _ = poll(
             &mut fds,
             PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),

@@ -20,6 +20,8 @@ pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
 /// A master process binds the sockets and forks sync workers; it replaces
 /// workers that hang (--timeout), recycles them (--max-requests) and stops or
 /// reloads gracefully on signals (TERM, HUP, ...), like gunicorn.
+///
+/// `forkhorn ctl --help` shows the client for a running server's control socket.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "forkhorn", version, allow_negative_numbers = true)]
 pub struct Args {
@@ -129,6 +131,42 @@ pub struct Args {
     /// Seconds a client gets to send a whole request head; then 408 and close.
     #[arg(long = "header-timeout", value_name = "SECS", default_value = "10")]
     pub header_timeout: String,
+
+    /// Unix socket for `forkhorn ctl` [default: forkhorn.ctl in $XDG_RUNTIME_DIR, else in the worker tmp dir].
+    #[arg(long = "control-socket", value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+
+    /// Do not open the control socket.
+    #[arg(long = "no-control-socket", conflicts_with = "control_socket")]
+    pub no_control_socket: bool,
+
+    /// Serve Prometheus /metrics and a /healthz readiness probe from the master at HOST:PORT (off by default).
+    #[arg(long = "metrics-bind", value_name = "ADDR")]
+    pub metrics_bind: Option<String>,
+
+    /// Replace a worker whose private memory exceeds this many MiB (after its current request).
+    #[arg(long = "max-worker-memory", value_name = "MB")]
+    pub max_worker_memory: Option<String>,
+
+    /// Seconds between the master's checks of worker memory.
+    #[arg(
+        long = "memory-check-interval",
+        value_name = "SECS",
+        default_value = "5"
+    )]
+    pub memory_check_interval: String,
+
+    /// Log a warning for every request slower than this many seconds (off by default).
+    #[arg(long = "slow-request-threshold", value_name = "SECS")]
+    pub slow_request_threshold: Option<String>,
+
+    /// A worker that exits sooner than this after starting counts as a failed boot.
+    #[arg(long = "min-worker-lifetime", value_name = "SECS", default_value = "1")]
+    pub min_worker_lifetime: String,
+
+    /// Stop the server (exit 3) after this many failed boots in a row (0 = retry forever).
+    #[arg(long = "max-boot-failures", value_name = "N", default_value = "10")]
+    pub max_boot_failures: String,
 }
 
 /// The checked configuration.
@@ -169,6 +207,19 @@ pub struct Config {
     pub worker_connections: usize,
     /// Time a client gets to send a whole head.
     pub header_timeout: Duration,
+    /// Where the master listens for `forkhorn ctl`; None = off.
+    pub control_socket: Option<PathBuf>,
+    /// Where the master serves /metrics and /healthz; None = off.
+    pub metrics_bind: Option<BindSpec>,
+    /// Private memory above which a worker is replaced; None = no limit.
+    pub max_worker_memory: Option<u64>,
+    pub memory_check_interval: Duration,
+    /// Requests slower than this are logged; None = off.
+    pub slow_request_threshold: Option<Duration>,
+    /// Workers that die younger than this count as failed boots.
+    pub min_worker_lifetime: Duration,
+    /// Failed boots in a row before the master gives up; None = never.
+    pub max_boot_failures: Option<u32>,
 }
 
 /// A bad flag or value, with the fix.
@@ -265,6 +316,47 @@ impl Config {
             bail!("--header-timeout 0: clients need some time to send a request head");
         }
         let body: u64 = count("--limit-request-body", &args.limit_request_body)?;
+        let memory_check_interval =
+            seconds("--memory-check-interval", &args.memory_check_interval)?;
+        if memory_check_interval < Duration::from_millis(10) {
+            bail!(
+                "--memory-check-interval {}: must be at least 0.01 seconds",
+                args.memory_check_interval
+            );
+        }
+        let max_worker_memory = match &args.max_worker_memory {
+            None => None,
+            Some(mb) => {
+                let mb: u64 = count("--max-worker-memory", mb)?;
+                if mb == 0 {
+                    bail!(
+                        "--max-worker-memory 0: give a limit in MiB, or leave the flag out for none"
+                    );
+                }
+                Some(mb << 20)
+            }
+        };
+        let metrics_bind = match &args.metrics_bind {
+            None => None,
+            Some(addr) => match BindSpec::parse(addr)
+                .map_err(|e| ConfigError(e.replace("--bind", "--metrics-bind")))?
+            {
+                spec @ BindSpec::Tcp(_) => Some(spec),
+                _ => bail!("--metrics-bind {addr}: give a HOST:PORT (metrics are served over TCP)"),
+            },
+        };
+        let control_socket = if args.no_control_socket {
+            None
+        } else {
+            Some(args.control_socket.clone().unwrap_or_else(|| {
+                let dir = std::env::var_os("XDG_RUNTIME_DIR")
+                    .map(PathBuf::from)
+                    .filter(|d| d.is_dir())
+                    .unwrap_or_else(|| worker_tmp_dir.clone());
+                dir.join("forkhorn.ctl")
+            }))
+        };
+        let max_boot_failures: u32 = count("--max-boot-failures", &args.max_boot_failures)?;
         let access_log_format = args.access_logformat.clone();
         crate::access_log::Format::parse(&access_log_format).map_err(ConfigError)?;
         Ok(Config {
@@ -295,6 +387,17 @@ impl Config {
             limit_request_body: (body > 0).then_some(body),
             worker_connections,
             header_timeout,
+            control_socket,
+            metrics_bind,
+            max_worker_memory,
+            memory_check_interval,
+            slow_request_threshold: args
+                .slow_request_threshold
+                .as_deref()
+                .map(|s| seconds("--slow-request-threshold", s))
+                .transpose()?,
+            min_worker_lifetime: seconds("--min-worker-lifetime", &args.min_worker_lifetime)?,
+            max_boot_failures: (max_boot_failures > 0).then_some(max_boot_failures),
         })
     }
 

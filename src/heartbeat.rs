@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -125,6 +126,47 @@ pub struct SlotData {
     method: AtomicBytes<{ METHOD_BYTES / 8 }>,
     target: AtomicBytes<{ TARGET_BYTES / 8 }>,
     peer: AtomicBytes<{ PEER_BYTES / 8 }>,
+    /// Responses by status class: index 0 for 1xx ... 4 for 5xx.
+    status_classes: [AtomicU64; 5],
+    /// Request durations: counts per `DURATION_BUCKETS` bound, plus +Inf last.
+    duration_buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    /// Sum of request durations in microseconds.
+    duration_sum_us: AtomicU64,
+    /// The worker's last error log line (why it failed to boot, say);
+    /// written before it exits, read by the master after reaping it.
+    last_error_len: AtomicU32,
+    last_error: AtomicBytes<{ LAST_ERROR_BYTES / 8 }>,
+}
+
+/// Upper bounds (seconds) of the request duration histogram buckets.
+pub const DURATION_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const LAST_ERROR_BYTES: usize = 256;
+
+/// What a slot has counted, copied out so it outlives the worker.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts {
+    pub requests: u64,
+    pub bytes_out: u64,
+    pub status_classes: [u64; 5],
+    pub duration_buckets: [u64; DURATION_BUCKETS.len() + 1],
+    pub duration_sum_us: u64,
+}
+
+impl Counts {
+    /// Add another worker's counts to these.
+    pub fn add(&mut self, other: &Counts) {
+        self.requests += other.requests;
+        self.bytes_out += other.bytes_out;
+        for (a, b) in self.status_classes.iter_mut().zip(other.status_classes) {
+            *a += b;
+        }
+        for (a, b) in self.duration_buckets.iter_mut().zip(other.duration_buckets) {
+            *a += b;
+        }
+        self.duration_sum_us += other.duration_sum_us;
+    }
 }
 
 // SAFETY: SlotData is repr(C), made only of atomics, valid when zeroed
@@ -132,8 +174,10 @@ pub struct SlotData {
 unsafe impl SharedSafe for SlotData {}
 
 /// A worker's slot, mapped in the master and (after fork) in the worker.
+/// Clones share the one mapping.
+#[derive(Clone)]
 pub struct Slot {
-    cell: SharedCell<SlotData>,
+    cell: Arc<SharedCell<SlotData>>,
 }
 
 /// A snapshot of the request a worker is serving.
@@ -162,7 +206,7 @@ impl Slot {
     /// Create a slot in `dir` and stamp it as just beaten.
     pub fn create_in(dir: &Path) -> std::io::Result<Slot> {
         let slot = Slot {
-            cell: SharedCell::create_in(dir)?,
+            cell: Arc::new(SharedCell::create_in(dir)?),
         };
         slot.beat();
         Ok(slot)
@@ -232,6 +276,46 @@ impl Slot {
         self.cell.request_start_ns.store(0, Ordering::Relaxed);
         self.cell.requests.fetch_add(1, Ordering::Relaxed);
         self.set_state(next);
+    }
+
+    /// Count a finished response: its status and how long it took.
+    pub fn record_response(&self, status: u16, duration: Duration) {
+        let c = &self.cell;
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        c.status_classes[class].fetch_add(1, Ordering::Relaxed);
+        let secs = duration.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        c.duration_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        c.duration_sum_us
+            .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Everything counted so far.
+    pub fn counts(&self) -> Counts {
+        let c = &self.cell;
+        Counts {
+            requests: c.requests.load(Ordering::Relaxed),
+            bytes_out: c.bytes_out.load(Ordering::Relaxed),
+            status_classes: std::array::from_fn(|i| c.status_classes[i].load(Ordering::Relaxed)),
+            duration_buckets: std::array::from_fn(|i| {
+                c.duration_buckets[i].load(Ordering::Relaxed)
+            }),
+            duration_sum_us: c.duration_sum_us.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Keep `line` as the worker's last error (for the master's crash report).
+    pub fn set_last_error(&self, line: &str) {
+        let n = self.cell.last_error.store(line.as_bytes());
+        self.cell.last_error_len.store(n, Ordering::Release);
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        let len = self.cell.last_error_len.load(Ordering::Acquire);
+        (len > 0).then(|| String::from_utf8_lossy(&self.cell.last_error.load(len)).into_owned())
     }
 
     /// The request in flight, if any, read consistently.

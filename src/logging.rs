@@ -156,6 +156,18 @@ struct Logger {
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
 
+/// Called with every error or critical message (a worker copies them into
+/// its heartbeat slot). Set once per process, in the worker after fork.
+static ON_ERROR: OnceLock<ErrorHook> = OnceLock::new();
+
+/// See `on_error`.
+pub type ErrorHook = Box<dyn Fn(&str) + Send + Sync>;
+
+/// Have `hook` see every error message of this process.
+pub fn on_error(hook: ErrorHook) {
+    let _ = ON_ERROR.set(hook);
+}
+
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
         LogLevel::of(metadata) >= self.level
@@ -174,6 +186,9 @@ impl log::Log for Logger {
         );
         if let Ok(mut sink) = self.error.lock() {
             sink.write_line(line.as_bytes());
+        }
+        if let (log::Level::Error, Some(hook)) = (record.level(), ON_ERROR.get()) {
+            hook(&record.args().to_string());
         }
     }
 

@@ -15,6 +15,12 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_STARTUP: u8 = 1;
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "ctl") {
+        return match forkhorn::control::CtlArgs::try_parse_from(std::env::args_os().skip(1)) {
+            Ok(args) => ExitCode::from(u8::try_from(forkhorn::control::main(&args)).unwrap_or(1)),
+            Err(e) => clap_error(e),
+        };
+    }
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => return clap_error(e),
@@ -37,6 +43,7 @@ fn main() -> ExitCode {
         eprintln!("forkhorn: {e}");
         return ExitCode::from(EXIT_STARTUP);
     }
+    forkhorn::sys::process::raise_fd_limit();
     let mut listeners = Vec::new();
     for spec in &config.binds {
         match Listener::bind(spec, config.backlog) {

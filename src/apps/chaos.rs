@@ -10,9 +10,9 @@ use crate::app::{Request, Response, ResponseBody, respond};
 
 pub fn check(spec: &str) -> Result<(), String> {
     match spec {
-        "chaos" => Ok(()),
+        "chaos" | "chaos:boot-fail" => Ok(()),
         _ => Err(format!(
-            "app {spec:?}: chaos takes no options here; use chaos"
+            "app {spec:?}: use chaos, or chaos:boot-fail (every worker exits with status 1 at boot)"
         )),
     }
 }
@@ -25,6 +25,10 @@ pub struct Chaos {
 impl Chaos {
     pub fn new(spec: &str) -> Result<Chaos, String> {
         check(spec)?;
+        if spec == "chaos:boot-fail" {
+            log::error!("chaos:boot-fail: this worker fails at boot on purpose");
+            std::process::exit(1);
+        }
         Ok(Chaos { leaked: Vec::new() })
     }
 }

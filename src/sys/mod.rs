@@ -4,5 +4,6 @@
 
 pub mod clock;
 pub mod process;
+pub mod procfs;
 pub mod shm;
 pub mod signals;

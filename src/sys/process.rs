@@ -109,3 +109,15 @@ pub fn poke(fd: std::os::fd::RawFd) {
     // SAFETY: a one-byte write from a valid stack buffer.
     unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
 }
+
+/// Raise the soft open-file limit to the hard limit: each worker may hold
+/// up to --worker-connections sockets, and the common soft default (1024)
+/// is far below what the hard limit allows.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}

@@ -41,6 +41,8 @@ pub struct Context<'a> {
     /// and the worker is not draining or retiring).
     pub may_keep_alive: bool,
     pub beat_every: Duration,
+    /// Requests slower than this get a warning line.
+    pub slow_request_threshold: Option<Duration>,
     pub access_format: Option<&'a access_log::Format>,
     pub clock: &'a mut Clock,
     /// Reused output buffer.
@@ -83,6 +85,7 @@ pub fn reject(conn: &mut Conn, status: u16, reason: &str, ctx: &mut Context<'_>)
         conn.peer.map_or_else(|| "-".to_owned(), |p| p.to_string())
     );
     crate::sys::signals::mark_response_started();
+    ctx.slot.record_response(status, Duration::ZERO);
     let bytes = error_response(status, reason);
     let _ = conn.write_all_wait(&bytes, CLIENT_IDLE_TIMEOUT, ctx.slot, ctx.beat_every);
     After::Close
@@ -221,6 +224,18 @@ fn exchange(
             0
         }
     };
+    let duration = started.elapsed();
+    let status = parts.status.as_u16();
+    ctx.slot.record_response(status, duration);
+    if ctx.slow_request_threshold.is_some_and(|t| duration > t) {
+        log::warn!(
+            "Slow request: {} {} peer={} status={status} took {:.2}s",
+            head.method,
+            head.target,
+            conn.peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            duration.as_secs_f64()
+        );
+    }
     if let Some(format) = ctx.access_format {
         let line = format.render(&access_log::Record {
             peer: conn.peer.as_ref(),
@@ -232,10 +247,10 @@ fn exchange(
                 "HTTP/1.1"
             },
             request_headers: &head.headers,
-            status: parts.status.as_u16(),
+            status,
             response_headers: &parts.headers,
             body_bytes,
-            duration: started.elapsed(),
+            duration,
             time: &log_time,
         });
         crate::logging::access(&line);

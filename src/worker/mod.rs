@@ -121,6 +121,10 @@ impl<'a> Worker<'a> {
             log::error!("worker failed to boot: {what}: {e}");
             EXIT_BOOT_FAILED
         };
+        // Error lines go to the slot too, so the master can say why this
+        // worker died if it dies young.
+        let slot = spec.slot.clone();
+        crate::logging::on_error(Box::new(move |line| slot.set_last_error(line)));
         signals::set_default(MASTER_SIGNALS).map_err(|e| fail("resetting signals", e))?;
         let signals = SignalPipe::install(&[Sig::SIGTERM, Sig::SIGUSR1])
             .map_err(|e| fail("signal pipe", e))?;
@@ -470,6 +474,7 @@ impl<'a> Worker<'a> {
             limit_request_body: self.spec.config.limit_request_body,
             may_keep_alive,
             beat_every: self.beat_every,
+            slow_request_threshold: self.spec.config.slow_request_threshold,
             access_format: self.access_format.as_ref(),
             clock: &mut self.clock,
             out: &mut self.out,

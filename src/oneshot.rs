@@ -1,0 +1,161 @@
+//! Sockets the master serves itself (the control socket, the metrics
+//! endpoint): each connection brings one request and gets one reply.
+//!
+//! Everything is non-blocking and driven from the master's poll loop, so a
+//! slow or silent client can never stall supervision; the master stays
+//! single-threaded. Each connection has a deadline and a size cap.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::PollFlags;
+use socket2::Socket;
+
+/// The longest a client may take to send its request and read the reply.
+const CONN_DEADLINE: Duration = Duration::from_secs(5);
+/// The largest request accepted.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Most connections served at once; more wait in the listen queue.
+const MAX_CONNS: usize = 64;
+
+/// Whether `input` holds a whole request: `Some(len)` when it does.
+pub type Framing = fn(&[u8]) -> Option<usize>;
+
+struct Conn {
+    socket: Socket,
+    input: Vec<u8>,
+    /// The reply, once the request is whole; `written` bytes of it are sent.
+    output: Option<Vec<u8>>,
+    written: usize,
+    deadline: Instant,
+}
+
+pub struct OneShotServer {
+    listener: Socket,
+    framing: Framing,
+    conns: Vec<Conn>,
+}
+
+/// A request waiting for its reply.
+pub struct Pending {
+    pub index: usize,
+    pub request: Vec<u8>,
+}
+
+impl OneShotServer {
+    pub fn new(listener: Socket, framing: Framing) -> io::Result<OneShotServer> {
+        listener.set_nonblocking(true)?;
+        Ok(OneShotServer {
+            listener,
+            framing,
+            conns: Vec::new(),
+        })
+    }
+
+    /// Descriptors to poll and what for.
+    pub fn poll_set(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
+        let mut set = Vec::with_capacity(self.conns.len() + 1);
+        if self.conns.len() < MAX_CONNS {
+            set.push((self.listener.as_fd(), PollFlags::POLLIN));
+        }
+        for c in &self.conns {
+            let flags = if c.output.is_some() {
+                PollFlags::POLLOUT
+            } else {
+                PollFlags::POLLIN
+            };
+            set.push((c.socket.as_fd(), flags));
+        }
+        set
+    }
+
+    /// The earliest connection deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.conns.iter().map(|c| c.deadline).min()
+    }
+
+    /// Accept, read and write whatever is possible without blocking; drop
+    /// connections that are done or overdue. Returns the requests that are
+    /// now whole, for the caller to answer with `reply`.
+    pub fn service(&mut self, now: Instant) -> Vec<Pending> {
+        while self.conns.len() < MAX_CONNS {
+            match self.listener.accept() {
+                Ok((socket, _)) => {
+                    if socket.set_nonblocking(true).is_ok() {
+                        self.conns.push(Conn {
+                            socket,
+                            input: Vec::new(),
+                            output: None,
+                            written: 0,
+                            deadline: now + CONN_DEADLINE,
+                        });
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let mut pending = Vec::new();
+        let framing = self.framing;
+        self.conns.retain_mut(|c| {
+            if now >= c.deadline {
+                return false;
+            }
+            match &c.output {
+                Some(out) => match (&c.socket).write(&out[c.written..]) {
+                    Ok(n) => {
+                        c.written += n;
+                        c.written < out.len()
+                    }
+                    Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+                },
+                None => {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match (&c.socket).read(&mut buf) {
+                            Ok(0) => return framing(&c.input).is_some(),
+                            Ok(n) => {
+                                c.input.extend_from_slice(&buf[..n]);
+                                if c.input.len() > MAX_REQUEST_BYTES {
+                                    return false;
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                            Err(_) => return false,
+                        }
+                    }
+                }
+            }
+        });
+        for (index, c) in self.conns.iter().enumerate() {
+            if c.output.is_none()
+                && let Some(len) = framing(&c.input)
+            {
+                pending.push(Pending {
+                    index,
+                    request: c.input[..len].to_vec(),
+                });
+            }
+        }
+        pending
+    }
+
+    /// Queue the reply to a pending request and try to send it now.
+    pub fn reply(&mut self, index: usize, reply: Vec<u8>) {
+        if let Some(c) = self.conns.get_mut(index) {
+            c.output = Some(reply);
+            c.written = 0;
+            let _ = c.socket.shutdown(std::net::Shutdown::Read);
+        }
+    }
+}
+
+impl OneShotServer {
+    /// Every descriptor it holds (for a forked child to close).
+    pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        std::iter::once(self.listener.as_raw_fd())
+            .chain(self.conns.iter().map(|c| c.socket.as_raw_fd()))
+            .collect()
+    }
+}
