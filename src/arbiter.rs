@@ -27,6 +27,7 @@ use crate::stats::{Reason, Snapshot, WorkerInfo};
 use crate::sys::process::{self, Exit, Forked, Pid};
 use crate::sys::procfs;
 use crate::sys::signals::{self, Sig, SignalPipe};
+use crate::systemd::{self, Notifier};
 use crate::worker::{self, EXIT_APP_LOAD_FAILED, EXIT_BOOT_FAILED, MASTER_SIGNALS};
 
 /// Time between SIGABRT (timeout) and SIGKILL for a worker that is still there.
@@ -130,6 +131,11 @@ pub struct Arbiter {
     halt_reason: Option<String>,
     pid: Pid,
     started: Instant,
+    /// systemd's NOTIFY_SOCKET, if we run under it.
+    notifier: Notifier,
+    /// Readiness still to be announced: at start, and after each reload.
+    is_announcing: bool,
+    next_watchdog: Option<Instant>,
     _pidfile: Option<Pidfile>,
 }
 
@@ -166,7 +172,11 @@ impl Arbiter {
             None => None,
         };
         let now = Instant::now();
+        let notifier = Notifier::from_env();
         Ok(Arbiter {
+            next_watchdog: notifier.watchdog_every.map(|every| now + every),
+            notifier,
+            is_announcing: true,
             wanted: config.workers,
             listener_names: listeners.iter().map(|l| l.name.clone()).collect(),
             next_memory_check: now + config.memory_check_interval,
@@ -210,6 +220,7 @@ impl Arbiter {
             self.retire_surplus();
             self.serve_control();
             self.serve_metrics();
+            self.tell_systemd(Instant::now());
             if self.is_finished() {
                 break;
             }
@@ -263,6 +274,7 @@ impl Arbiter {
             _ => {}
         }
         log::info!("Handling {why}");
+        self.notifier.send("STOPPING=1");
         let grace = if graceful {
             self.config.graceful_timeout
         } else {
@@ -298,6 +310,39 @@ impl Arbiter {
         }
         self.generation += 1;
         log::info!("Handling {why}; starting {} new workers", self.wanted);
+        self.notifier.send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            systemd::monotonic_usec()
+        ));
+        self.is_announcing = true;
+    }
+
+    /// READY=1 once every wanted worker of the current generation serves
+    /// (at start and after a reload), and the watchdog ping while healthy.
+    fn tell_systemd(&mut self, now: Instant) {
+        if !self.notifier.is_active() || self.lifecycle != Lifecycle::Running {
+            return;
+        }
+        if self.is_announcing {
+            let ready = self
+                .workers
+                .iter()
+                .filter(|w| w.generation == self.generation && w.is_ready())
+                .count();
+            if ready >= self.wanted {
+                self.is_announcing = false;
+                let served = self.snapshot().totals.requests;
+                self.notifier.send(&format!(
+                    "READY=1\nSTATUS={ready} workers serving, {served} requests served"
+                ));
+            }
+        }
+        if let (Some(due), Some(every)) = (self.next_watchdog, self.notifier.watchdog_every)
+            && now >= due
+        {
+            self.notifier.send("WATCHDOG=1");
+            self.next_watchdog = Some(now + every);
+        }
     }
 
     /// Change the wanted worker count by `delta`, never below one.
@@ -801,6 +846,9 @@ impl Arbiter {
         }
         if self.config.max_worker_memory.is_some() {
             next = next.min(self.next_memory_check);
+        }
+        if let Some(at) = self.next_watchdog {
+            next = next.min(at);
         }
         let servers = self
             .control

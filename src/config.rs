@@ -10,6 +10,7 @@ use clap::Parser;
 use crate::http::Limits;
 use crate::listener::BindSpec;
 use crate::logging::{LogLevel, LogTarget};
+use crate::sys::user::{self, Identity};
 
 /// gunicorn's default access log format.
 pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
@@ -167,6 +168,22 @@ pub struct Args {
     /// Stop the server (exit 3) after this many failed boots in a row (0 = retry forever).
     #[arg(long = "max-boot-failures", value_name = "N", default_value = "10")]
     pub max_boot_failures: String,
+
+    /// Run workers as this user (name or uid); the master binds first, so low ports work.
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Run workers with this group (name or gid) [default: the user's group].
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// File mode mask for files forkhorn creates (octal, e.g. 0o022 or 022).
+    #[arg(short = 'm', long, value_name = "MASK")]
+    pub umask: Option<String>,
+
+    /// Give workers the user's supplementary groups (from /etc/group).
+    #[arg(long)]
+    pub initgroups: bool,
 }
 
 /// The checked configuration.
@@ -220,6 +237,10 @@ pub struct Config {
     pub min_worker_lifetime: Duration,
     /// Failed boots in a row before the master gives up; None = never.
     pub max_boot_failures: Option<u32>,
+    /// Who workers run as; None = the master's own user.
+    pub worker_identity: Option<Identity>,
+    pub initgroups: bool,
+    pub umask: Option<u32>,
 }
 
 /// A bad flag or value, with the fix.
@@ -357,6 +378,38 @@ impl Config {
             }))
         };
         let max_boot_failures: u32 = count("--max-boot-failures", &args.max_boot_failures)?;
+        let worker_identity = match (&args.user, &args.group) {
+            (None, None) => None,
+            (user, group) => {
+                let (uid, user_gid, user_name) = match user {
+                    Some(u) => user::resolve_user(u).map_err(ConfigError)?,
+                    None => (
+                        nix::unistd::getuid().as_raw(),
+                        nix::unistd::getgid().as_raw(),
+                        None,
+                    ),
+                };
+                let gid = match group {
+                    Some(g) => user::resolve_group(g).map_err(ConfigError)?,
+                    None => user_gid,
+                };
+                Some(Identity {
+                    uid,
+                    gid,
+                    user_name,
+                })
+            }
+        };
+        let umask = match &args.umask {
+            None => None,
+            Some(m) => {
+                let digits = m.trim_start_matches("0o").trim_start_matches("0O");
+                match u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, 8) {
+                    Ok(v) if v <= 0o777 => Some(v),
+                    _ => bail!("--umask {m}: give an octal mask from 0 to 0777, e.g. 022"),
+                }
+            }
+        };
         let access_log_format = args.access_logformat.clone();
         crate::access_log::Format::parse(&access_log_format).map_err(ConfigError)?;
         Ok(Config {
@@ -398,6 +451,9 @@ impl Config {
                 .transpose()?,
             min_worker_lifetime: seconds("--min-worker-lifetime", &args.min_worker_lifetime)?,
             max_boot_failures: (max_boot_failures > 0).then_some(max_boot_failures),
+            worker_identity,
+            initgroups: args.initgroups,
+            umask,
         })
     }
 

@@ -29,4 +29,5 @@ pub mod oneshot;
 pub mod pidfile;
 pub mod stats;
 pub mod sys;
+pub mod systemd;
 pub mod worker;

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => return clap_error(e),
     };
-    let config = match Config::from_args(&args).and_then(|c| {
+    let mut config = match Config::from_args(&args).and_then(|c| {
         apps::check(&c.app).map_err(forkhorn::config::ConfigError)?;
         Ok(c)
     }) {
@@ -44,6 +44,24 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_STARTUP);
     }
     forkhorn::sys::process::raise_fd_limit();
+    if let Some(mask) = config.umask {
+        forkhorn::sys::user::set_umask(mask);
+    }
+    if forkhorn::sys::user::is_root() && config.worker_identity.is_none() {
+        log::warn!(
+            "running as root without --user: workers run as root too; pass -u USER to drop privileges"
+        );
+    }
+    let inherited = forkhorn::systemd::listen_fds();
+    if !inherited.is_empty() {
+        // systemd's sockets replace the default bind; explicit -b ones are added to them.
+        if args.bind.is_empty() {
+            config.binds.clear();
+        }
+        config
+            .binds
+            .extend(inherited.into_iter().map(forkhorn::listener::BindSpec::Fd));
+    }
     let mut listeners = Vec::new();
     for spec in &config.binds {
         match Listener::bind(spec, config.backlog) {

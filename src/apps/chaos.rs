@@ -1,7 +1,8 @@
 //! `chaos`: routes that misbehave on purpose, to exercise supervision.
 //!
 //! `/sleep?s=N`, `/spin?s=N`, `/crash`, `/exit?code=N`, `/leak?mb=N`,
-//! `/stream?chunks=N&interval_ms=M`, `/pid`; anything else answers with the pid.
+//! `/stream?chunks=N&interval_ms=M`, `/orphan?s=N` (leaves an orphaned
+//! grandchild behind), `/pid`; anything else answers with the pid.
 
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,19 @@ impl crate::app::App for Chaos {
                     Ok(())
                 });
                 resp
+            }
+            "/orphan" => {
+                // A shell that starts a background sleep and exits: the sleep
+                // is orphaned and re-parented to PID 1 (or a subreaper).
+                let secs: f64 = query_param(&target, "s").unwrap_or(0.5);
+                let status = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("sleep {secs} >/dev/null 2>&1 &"))
+                    .status();
+                match status {
+                    Ok(_) => respond(200, "text/plain", pid_body()),
+                    Err(e) => respond(500, "text/plain", format!("cannot start sh: {e}\n")),
+                }
             }
             _ => respond(200, "text/plain", pid_body()),
         }

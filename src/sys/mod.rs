@@ -7,3 +7,4 @@ pub mod process;
 pub mod procfs;
 pub mod shm;
 pub mod signals;
+pub mod user;

@@ -121,3 +121,13 @@ pub fn raise_fd_limit() {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
+
+/// Remove variables from the environment. Call only while the process has
+/// one thread (the master always does; a worker before its app starts any).
+pub fn remove_env(names: &[&str]) {
+    for name in names {
+        // SAFETY: the process is single-threaded here (see above), so no
+        // other thread can be reading the environment.
+        unsafe { std::env::remove_var(name) };
+    }
+}

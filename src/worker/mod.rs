@@ -143,6 +143,10 @@ impl<'a> Worker<'a> {
         // in place now, so let signals in.
         signals::unblock_all().map_err(|e| fail("signal mask", e))?;
         process::die_with_parent(spec.master).map_err(|e| fail("prctl", e))?;
+        if let Some(who) = &spec.config.worker_identity {
+            crate::sys::user::become_user(who, spec.config.initgroups)
+                .map_err(|e| fail(&format!("switching to uid {} gid {}", who.uid, who.gid), e))?;
+        }
 
         let app = (spec.app)().map_err(|e| {
             log::error!("app {:?} failed to load in worker: {e}", spec.config.app);

@@ -198,11 +198,17 @@ impl Server {
     /// Start `forkhorn ARGS -b 127.0.0.1:0 --worker-tmp-dir <fresh dir>` and
     /// wait until it is listening.
     pub fn start(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    /// `start` with extra environment variables for the master.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let tmp_dir = fresh_dir();
         let mut child = Command::new(BIN)
             .args(args)
             .args(["-b", "127.0.0.1:0", "--worker-tmp-dir"])
             .arg(&tmp_dir)
+            .envs(env.iter().copied())
             .env_remove("WEB_CONCURRENCY")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -684,4 +690,74 @@ impl Drop for RequestLoop {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+// ---------------------------------------------------------------- added for wire and slow-client tests
+
+impl Client {
+    /// A second handle on this connection's socket, so another thread can
+    /// write while this one reads responses (deep pipelining).
+    pub fn try_clone_stream(&self) -> io::Result<TcpStream> {
+        self.reader.get_ref().try_clone()
+    }
+}
+
+// ---------------------------------------------------------------- control socket and metrics endpoint
+
+/// What one `forkhorn ctl` run printed, and how it exited.
+#[derive(Debug)]
+pub struct CtlRun {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `forkhorn ctl --socket SOCKET WORDS...` to completion. Bounded by the
+/// client itself: it gives up after 10 s without an answer.
+pub fn ctl(socket: &Path, words: &[&str]) -> CtlRun {
+    let out = Command::new(BIN)
+        .arg("ctl")
+        .arg("--socket")
+        .arg(socket)
+        .args(words)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn forkhorn ctl");
+    CtlRun {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `forkhorn ctl --socket SOCKET WORDS... --json`: the master's answer,
+/// which must be `{"ok":true,...}` with exit status 0.
+pub fn ctl_json(socket: &Path, words: &[&str]) -> serde_json::Value {
+    let mut with_json = words.to_vec();
+    with_json.push("--json");
+    let run = ctl(socket, &with_json);
+    assert!(
+        run.status.success(),
+        "forkhorn ctl {words:?} failed ({}): {}{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    let answer: serde_json::Value = serde_json::from_str(run.stdout.trim())
+        .unwrap_or_else(|e| panic!("ctl {words:?} printed no JSON ({e}): {:?}", run.stdout));
+    assert_eq!(answer["ok"], true, "ctl {words:?} answered {answer}");
+    answer
+}
+
+/// The port in the master's `Metrics at: http://127.0.0.1:PORT/metrics (PID)`
+/// line (started with `--metrics-bind 127.0.0.1:0`).
+pub fn metrics_port(log: &Lines) -> u16 {
+    let marker = "Metrics at: http://127.0.0.1:";
+    let line = log
+        .wait_for(EVENTUALLY, |l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no `{marker}` line; log:\n{log}"));
+    let after = &line[line.find(marker).expect("marker in line") + marker.len()..];
+    let port = after.split('/').next().unwrap_or_default();
+    port.parse()
+        .unwrap_or_else(|_| panic!("no port in {line:?}"))
 }

@@ -1,0 +1,287 @@
+//! Deployment behaviour: systemd readiness and socket activation, PID 1 in
+//! a container, and dropping privileges. Real processes, real sockets.
+
+mod common;
+
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal;
+
+/// Read notify datagrams until one contains `want`; returns all seen.
+fn wait_for_notify(sock: &UnixDatagram, want: &str, seen: &mut Vec<String>) -> bool {
+    let deadline = Instant::now() + EVENTUALLY;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let found = msg.lines().any(|l| l == want);
+            seen.push(msg);
+            if found {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn systemd_hears_ready_then_reloading_and_ready_on_hup_then_stopping_on_term() {
+    let dir = fresh_dir();
+    let path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let path_str = path.to_str().expect("utf-8 path");
+    let mut server = Server::start_with_env(&["-w", "2", "hello"], &[("NOTIFY_SOCKET", path_str)]);
+
+    let mut seen = Vec::new();
+    assert!(
+        wait_for_notify(&sock, "READY=1", &mut seen),
+        "no READY=1; got {seen:?}"
+    );
+    assert!(
+        seen.last()
+            .is_some_and(|m| m.contains("STATUS=2 workers serving")),
+        "READY carries a status line: {seen:?}"
+    );
+    server.signal(Signal::SIGHUP);
+    let mut after_hup = Vec::new();
+    assert!(
+        wait_for_notify(&sock, "READY=1", &mut after_hup),
+        "no READY=1 after HUP; got {after_hup:?}"
+    );
+    let reloading = after_hup
+        .iter()
+        .position(|m| m.lines().any(|l| l == "RELOADING=1"))
+        .unwrap_or_else(|| panic!("no RELOADING=1 before the new READY: {after_hup:?}"));
+    assert!(
+        after_hup[reloading]
+            .lines()
+            .any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "RELOADING=1 comes with MONOTONIC_USEC (Type=notify-reload): {after_hup:?}"
+    );
+    assert_eq!(
+        reloading, 0,
+        "RELOADING=1 is the first message after HUP: {after_hup:?}"
+    );
+
+    server.signal(Signal::SIGTERM);
+    let mut at_stop = Vec::new();
+    assert!(
+        wait_for_notify(&sock, "STOPPING=1", &mut at_stop),
+        "no STOPPING=1; got {at_stop:?}"
+    );
+    assert_eq!(server.wait_exit(EVENTUALLY).and_then(|s| s.code()), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_inherited_socket_from_systemd_is_served() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let fd = listener.as_raw_fd();
+    let tmp = fresh_dir();
+    // LISTEN_PID must name the process that reads it: a shell sets it to
+    // its own pid ($$) and then execs forkhorn, which keeps that pid.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" -w 1 --worker-tmp-dir \"$1\" hello")
+        .arg(BIN)
+        .arg(&tmp)
+        .env_remove("WEB_CONCURRENCY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: dup2 and fcntl are async-signal-safe; `fd` stays open in the parent
+    // until after spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself keeps close-on-exec set, so clear it then.
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn forkhorn");
+    drop(listener);
+    let pid = i32::try_from(child.id()).expect("pid");
+    let answered = wait_until(EVENTUALLY, || get(port, "/").is_ok_and(|r| r.status == 200));
+    signal(pid, Signal::SIGTERM);
+    let status = child.wait().expect("wait");
+    let mut log = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut log);
+    }
+    assert!(answered, "no answer on the inherited socket; log:\n{log}");
+    assert!(
+        log.contains(&format!("Listening at: http://127.0.0.1:{port} ")),
+        "the inherited socket is named in the log:\n{log}"
+    );
+    assert!(
+        !log.contains("127.0.0.1:8000"),
+        "with inherited sockets and no -b, the default bind is not used:\n{log}"
+    );
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    let _ = std::fs::remove_dir_all(tmp);
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[test]
+fn as_pid_1_it_reaps_orphans_and_stops_cleanly_on_term() {
+    if !is_root() {
+        eprintln!("skipped: unshare --pid needs root");
+        return;
+    }
+    let tmp = fresh_dir();
+    let mut child = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            BIN,
+            "-w",
+            "1",
+            "-b",
+            "127.0.0.1:0",
+            "--worker-tmp-dir",
+        ])
+        .arg(&tmp)
+        .arg("chaos")
+        .env_remove("WEB_CONCURRENCY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn unshare");
+    let unshare_pid = i32::try_from(child.id()).expect("pid");
+    let log = {
+        use std::io::BufRead;
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let mut lines = Vec::new();
+    let port = loop {
+        match log.recv_timeout(EVENTUALLY) {
+            Ok(line) => {
+                let port = line
+                    .split("Listening at: http://127.0.0.1:")
+                    .nth(1)
+                    .and_then(|rest| rest.split(' ').next())
+                    .and_then(|p| p.parse::<u16>().ok());
+                lines.push(line);
+                if let Some(p) = port {
+                    break p;
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                eprintln!("skipped: forkhorn did not start under unshare: {lines:?}");
+                return;
+            }
+        }
+    };
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Listening at:") && l.ends_with("(1)")),
+        "forkhorn is PID 1 of its namespace: {lines:?}"
+    );
+    // The master (PID 1 inside) is unshare's only child.
+    let master = children_of(unshare_pid)
+        .into_iter()
+        .next()
+        .expect("the master");
+    for _ in 0..5 {
+        let r = get(port, "/orphan?s=0.2").expect("orphan route");
+        assert_eq!(r.status, 200);
+    }
+    // Orphans (sleep) are re-parented to the master and must be reaped when
+    // they exit: none may linger as a zombie, none may count as a worker.
+    let reaped = wait_until(EVENTUALLY, || {
+        children_of(master)
+            .iter()
+            .all(|&c| proc_stat(c).is_some_and(|s| s.state != 'Z') && !is_sleep(c))
+    });
+    assert!(reaped, "orphans left behind: {:?}", children_of(master));
+    assert_eq!(
+        get(port, "/pid").map(|r| r.status).ok(),
+        Some(200),
+        "still serving"
+    );
+
+    signal(master, Signal::SIGTERM);
+    let deadline = Instant::now() + EVENTUALLY;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "PID 1 did not stop on TERM");
+        std::thread::sleep(POLL_INTERVAL);
+    };
+    assert_eq!(status.code(), Some(0), "graceful stop as PID 1 exits 0");
+    let _ = std::fs::remove_dir_all(tmp);
+}
+
+fn is_sleep(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+}
+
+fn uid_of(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn with_user_nobody_workers_run_as_nobody_and_the_master_as_root() {
+    if !is_root() {
+        eprintln!("skipped: dropping privileges needs root");
+        return;
+    }
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        eprintln!("skipped: no user nobody on this machine");
+        return;
+    };
+    let server = Server::start(&["-w", "2", "-u", "nobody", "chaos"]);
+    let workers = server.wait_for_workers(2);
+    let r = server.get("/pid").expect("request");
+    assert_eq!(r.status, 200);
+    assert_eq!(uid_of(server.master), Some(0), "the master stays root");
+    for w in workers {
+        assert_eq!(
+            uid_of(w),
+            Some(nobody.uid.as_raw()),
+            "worker {w} runs as nobody"
+        );
+    }
+}
