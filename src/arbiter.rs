@@ -47,6 +47,9 @@ pub const EXIT_APP_LOAD_ERROR: i32 = 4;
 /// Builds the app in each worker, after fork.
 pub type AppFactory = Box<dyn Fn() -> Result<Box<dyn App>, String>>;
 
+/// Re-reads the configuration on HUP (the config file may have changed).
+pub type Reloader = Box<dyn Fn() -> Result<Config, String>>;
+
 /// What the master is asking of a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ask {
@@ -133,6 +136,7 @@ pub struct Arbiter {
     started: Instant,
     /// systemd's NOTIFY_SOCKET, if we run under it.
     notifier: Notifier,
+    reloader: Option<Reloader>,
     /// Readiness still to be announced: at start, and after each reload.
     is_announcing: bool,
     next_watchdog: Option<Instant>,
@@ -176,6 +180,7 @@ impl Arbiter {
         Ok(Arbiter {
             next_watchdog: notifier.watchdog_every.map(|every| now + every),
             notifier,
+            reloader: None,
             is_announcing: true,
             wanted: config.workers,
             listener_names: listeners.iter().map(|l| l.name.clone()).collect(),
@@ -202,6 +207,12 @@ impl Arbiter {
             started: now,
             _pidfile: pidfile,
         })
+    }
+
+    /// Re-read settings with `reloader` on every HUP.
+    pub fn with_reloader(mut self, reloader: Reloader) -> Arbiter {
+        self.reloader = Some(reloader);
+        self
     }
 
     /// Run until stopped; returns the process exit status.
@@ -308,6 +319,14 @@ impl Arbiter {
         if self.lifecycle != Lifecycle::Running {
             return;
         }
+        if let Some(reloader) = &self.reloader {
+            match reloader() {
+                Ok(config) => self.apply_config(config),
+                Err(e) => {
+                    log::error!("cannot reload the configuration, keeping the running one: {e}")
+                }
+            }
+        }
         self.generation += 1;
         log::info!("Handling {why}; starting {} new workers", self.wanted);
         self.notifier.send(&format!(
@@ -343,6 +362,53 @@ impl Arbiter {
             self.notifier.send("WATCHDOG=1");
             self.next_watchdog = Some(now + every);
         }
+    }
+
+    /// Take re-read settings. New workers get them; what lives in the master
+    /// (listeners, sockets, files it opened) needs a restart or USR2, and
+    /// the log says so.
+    fn apply_config(&mut self, mut new: Config) {
+        let old = &self.config;
+        let mut keep = Vec::new();
+        if new.binds != old.binds {
+            keep.push("bind");
+            new.binds = old.binds.clone();
+        }
+        if new.worker_tmp_dir != old.worker_tmp_dir {
+            keep.push("worker_tmp_dir");
+            new.worker_tmp_dir = old.worker_tmp_dir.clone();
+        }
+        if new.control_socket != old.control_socket {
+            keep.push("control_socket");
+            new.control_socket = old.control_socket.clone();
+        }
+        if new.metrics_bind != old.metrics_bind {
+            keep.push("metrics_bind");
+            new.metrics_bind = old.metrics_bind.clone();
+        }
+        if new.pidfile != old.pidfile {
+            keep.push("pid");
+            new.pidfile = old.pidfile.clone();
+        }
+        if new.error_log != old.error_log
+            || new.access_log != old.access_log
+            || new.log_level != old.log_level
+        {
+            keep.push("error_logfile/access_logfile/log_level");
+            new.error_log = old.error_log.clone();
+            new.access_log = old.access_log.clone();
+            new.log_level = old.log_level;
+        }
+        for setting in keep {
+            log::warn!(
+                "{setting} changed in the configuration; it takes effect after a restart or a USR2 upgrade"
+            );
+        }
+        if new.workers != old.workers {
+            self.wanted = new.workers;
+        }
+        self.config = new;
+        log::info!("Configuration reloaded");
     }
 
     /// Change the wanted worker count by `delta`, never below one.

@@ -24,11 +24,28 @@ pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
 ///
 /// `forkhorn ctl --help` shows the client for a running server's control socket.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "forkhorn", version, allow_negative_numbers = true)]
+#[command(
+    name = "forkhorn",
+    version,
+    allow_negative_numbers = true,
+    args_override_self = true
+)]
 pub struct Args {
     /// The app to serve: hello, echo or chaos.
     #[arg(value_name = "APP", default_value = "hello")]
     pub app: String,
+
+    /// Read settings from this TOML file (keys are the long flag names with `_`).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Check the configuration (flags, file, binds, tmp dir) and exit: 0 if usable, 1 if not.
+    #[arg(long = "check-config")]
+    pub check_config: bool,
+
+    /// Print the resolved configuration as TOML that -c accepts, and exit.
+    #[arg(long = "print-config")]
+    pub print_config: bool,
 
     /// Address to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N.
     /// Repeat for several listeners. Port 0 picks a free port.
@@ -304,7 +321,12 @@ impl Config {
             }
         };
         let binds = if args.bind.is_empty() {
-            vec![BindSpec::parse("127.0.0.1:8000").map_err(ConfigError)?]
+            // PaaS convention (Heroku, Cloud Run): $PORT on all interfaces.
+            let default = match std::env::var("PORT") {
+                Ok(port) if !port.is_empty() => format!("0.0.0.0:{port}"),
+                _ => "127.0.0.1:8000".to_owned(),
+            };
+            vec![BindSpec::parse(&default).map_err(|e| ConfigError(format!("{e} (from $PORT)")))?]
         } else {
             args.bind
                 .iter()

@@ -19,6 +19,7 @@ pub mod app;
 pub mod apps;
 pub mod arbiter;
 pub mod config;
+pub mod config_file;
 pub mod control;
 pub mod heartbeat;
 pub mod http;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use forkhorn::arbiter::Arbiter;
-use forkhorn::config::{Args, Config};
+use forkhorn::config::Config;
 use forkhorn::listener::Listener;
 use forkhorn::{apps, logging};
 
@@ -21,11 +21,12 @@ fn main() -> ExitCode {
             Err(e) => clap_error(e),
         };
     }
-    let args = match Args::try_parse() {
-        Ok(args) => args,
+    let loaded = match forkhorn::config_file::load(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
         Err(e) => return clap_error(e),
     };
-    let mut config = match Config::from_args(&args).and_then(|c| {
+    let args = &loaded.args;
+    let mut config = match loaded.config().and_then(|c| {
         apps::check(&c.app).map_err(forkhorn::config::ConfigError)?;
         Ok(c)
     }) {
@@ -35,6 +36,22 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if args.print_config {
+        print!("{}", loaded.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    if args.check_config {
+        return match check_config(&config) {
+            Ok(()) => {
+                println!("forkhorn: configuration OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("forkhorn: {e}");
+                ExitCode::from(EXIT_STARTUP)
+            }
+        };
+    }
     if let Err(e) = logging::init(
         &config.error_log,
         config.access_log.as_ref(),
@@ -53,15 +70,7 @@ fn main() -> ExitCode {
         );
     }
     let inherited = forkhorn::systemd::listen_fds();
-    if !inherited.is_empty() {
-        // systemd's sockets replace the default bind; explicit -b ones are added to them.
-        if args.bind.is_empty() {
-            config.binds.clear();
-        }
-        config
-            .binds
-            .extend(inherited.into_iter().map(forkhorn::listener::BindSpec::Fd));
-    }
+    adopt_inherited(&mut config, &inherited, args.bind.is_empty());
     let mut listeners = Vec::new();
     for spec in &config.binds {
         match Listener::bind(spec, config.backlog) {
@@ -85,8 +94,64 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_STARTUP);
         }
     };
+    // HUP re-reads every source, the config file included.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let arbiter = arbiter.with_reloader(Box::new(move || {
+        let loaded = forkhorn::config_file::load(argv.clone()).map_err(|e| first_line(&e))?;
+        let mut config = loaded.config().map_err(|e| e.to_string())?;
+        apps::check(&config.app)?;
+        adopt_inherited(&mut config, &inherited, loaded.args.bind.is_empty());
+        Ok(config)
+    }));
     let code = arbiter.run();
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// systemd's sockets replace the default bind; explicit -b ones are added to them.
+fn adopt_inherited(config: &mut Config, inherited: &[std::os::fd::RawFd], no_bind_given: bool) {
+    if inherited.is_empty() {
+        return;
+    }
+    if no_bind_given {
+        config.binds.clear();
+    }
+    config.binds.extend(
+        inherited
+            .iter()
+            .map(|&fd| forkhorn::listener::BindSpec::Fd(fd)),
+    );
+}
+
+/// `--check-config`: everything a start would need, without serving:
+/// binds (bound and released at once), log files, the pidfile's directory.
+fn check_config(config: &Config) -> Result<(), String> {
+    for spec in &config.binds {
+        // An inherited descriptor is only checked when it is really there.
+        let listener = Listener::bind(spec, 1).map_err(|e| e.to_string())?;
+        listener.remove_socket_file();
+    }
+    for target in std::iter::once(&config.error_log).chain(config.access_log.as_ref()) {
+        if let logging::LogTarget::File(path) = target {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+        }
+    }
+    if let Some(pidfile) = &config.pidfile {
+        let dir = pidfile
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            return Err(format!(
+                "pidfile directory {} does not exist",
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A start-up failure must reach the person at the terminal even when the
@@ -105,12 +170,17 @@ fn clap_error(e: clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::SUCCESS;
     }
+    eprintln!("forkhorn: {} (see forkhorn --help)", first_line(&e));
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// The one line of a clap error that says what is wrong.
+fn first_line(e: &clap::Error) -> String {
     let rendered = e.render().to_string();
-    let first = rendered
+    rendered
         .lines()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("invalid arguments")
-        .trim_start_matches("error: ");
-    eprintln!("forkhorn: {first} (see forkhorn --help)");
-    ExitCode::from(EXIT_USAGE)
+        .trim_start_matches("error: ")
+        .to_owned()
 }

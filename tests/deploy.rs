@@ -200,6 +200,7 @@ fn as_pid_1_it_reaps_orphans_and_stops_cleanly_on_term() {
             }
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 eprintln!("skipped: forkhorn did not start under unshare: {lines:?}");
                 return;
             }
@@ -284,4 +285,189 @@ fn with_user_nobody_workers_run_as_nobody_and_the_master_as_root() {
             "worker {w} runs as nobody"
         );
     }
+}
+
+/// Every key of the file, each set away from its default.
+const EVERY_KEY: &str = r#"
+app = "echo"
+bind = ["127.0.0.1:0", "unix:/tmp/forkhorn-every-key.sock"]
+workers = 3
+worker_class = "sync"
+timeout = 12
+graceful_timeout = 7
+keep_alive = 2
+max_requests = 100
+max_requests_jitter = 9
+worker_tmp_dir = "/tmp"
+backlog = 99
+pid = "/tmp/forkhorn-every-key.pid"
+access_logfile = "-"
+access_logformat = '%(h)s "%(r)s" %(s)s'
+error_logfile = "-"
+log_level = "warning"
+limit_request_line = 2000
+limit_request_fields = 50
+limit_request_field_size = 4000
+limit_request_body = 1000
+worker_connections = 77
+header_timeout = 3
+control_socket = "/tmp/forkhorn-every-key.ctl"
+no_control_socket = false
+metrics_bind = "127.0.0.1:0"
+max_worker_memory = 256
+memory_check_interval = 2
+slow_request_threshold = 1.5
+min_worker_lifetime = 2
+max_boot_failures = 4
+user = "0"
+group = "0"
+umask = "022"
+initgroups = true
+"#;
+
+#[test]
+fn a_config_file_with_every_key_round_trips_through_print_config() {
+    let dir = fresh_dir();
+    let path = dir.join("every.toml");
+    std::fs::write(&path, EVERY_KEY).expect("write");
+    let out = Command::new(BIN)
+        .args(["-c", path.to_str().expect("utf-8"), "--print-config"])
+        .env_remove("WEB_CONCURRENCY")
+        .output()
+        .expect("run");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let given: toml::Table = EVERY_KEY.parse().expect("input toml");
+    let resolved: toml::Table = printed.parse().expect("print-config output is TOML");
+    for (key, value) in &given {
+        let got = resolved
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from:\n{printed}"));
+        // Numbers may come back as numbers or strings; compare their text.
+        let text = |v: &toml::Value| match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        assert_eq!(text(got), text(value), "{key} in:\n{printed}");
+    }
+    assert_eq!(
+        resolved.len(),
+        given.len(),
+        "no key is missing from the test: {printed}"
+    );
+    // And the printed file is accepted back as it is.
+    let again = dir.join("again.toml");
+    std::fs::write(&again, printed.as_bytes()).expect("write");
+    let out2 = Command::new(BIN)
+        .args(["-c", again.to_str().expect("utf-8"), "--print-config"])
+        .env_remove("WEB_CONCURRENCY")
+        .output()
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&out2.stdout), printed);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn each_kind_of_bad_config_gets_its_own_error_and_exit_2() {
+    let dir = fresh_dir();
+    let cases = [
+        (
+            "workers = 2\nfrobnicate = 1\n",
+            ":2: frobnicate: unknown key",
+        ),
+        (
+            "timeout = true\n",
+            ":1: timeout: expected a string or number, found boolean",
+        ),
+        (
+            "bind = [[1]]\n",
+            ":1: bind: expected a string or number, found array",
+        ),
+        (
+            "timeout = [1, 2]\n",
+            ":1: timeout: expected a single value, found an array",
+        ),
+        (
+            "\n\ntimeout = -3\n",
+            ":3: timeout: --timeout -3: must be a number of seconds",
+        ),
+        ("workers = \n", ":1: not valid TOML"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).expect("write");
+        let out = Command::new(BIN)
+            .args(["-c", path.to_str().expect("utf-8"), "-b", "127.0.0.1:0"])
+            .env_remove("WEB_CONCURRENCY")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{}{want}", path.display())),
+            "{text:?}: wanted {want:?} in {stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_example_config_file_is_valid_and_holds_the_defaults() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/forkhorn.toml");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env_remove("WEB_CONCURRENCY")
+            .env_remove("PORT")
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        run(&["-c", example, "--print-config", "-w", "4"]),
+        run(&["--print-config", "-w", "4"])
+    );
+    assert!(
+        run(&["-c", example, "--check-config", "-b", "127.0.0.1:0"]).contains("configuration OK")
+    );
+}
+
+#[test]
+fn hup_rereads_the_config_file() {
+    let dir = fresh_dir();
+    let path = dir.join("live.toml");
+    std::fs::write(&path, "workers = 1\napp = \"chaos\"\n").expect("write");
+    let path_str = path.to_str().expect("utf-8");
+    let server = Server::start(&["-c", path_str]);
+    server.wait_for_workers(1);
+    std::fs::write(
+        &path,
+        "workers = 2\napp = \"chaos\"\nmetrics_bind = \"127.0.0.1:0\"\n",
+    )
+    .expect("rewrite");
+    server.signal(Signal::SIGHUP);
+    assert!(
+        wait_until(EVENTUALLY, || server.workers().len() == 2
+            && server.log.contains("Configuration reloaded")),
+        "HUP applied workers = 2; log:\n{}",
+        server.log
+    );
+    assert!(
+        server
+            .log
+            .contains("metrics_bind changed in the configuration; it takes effect after a restart"),
+        "a setting that needs a restart says so; log:\n{}",
+        server.log
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -761,3 +761,145 @@ pub fn metrics_port(log: &Lines) -> u16 {
     port.parse()
         .unwrap_or_else(|_| panic!("no port in {line:?}"))
 }
+
+// ---------------------------------------------------------------- added for fault-injection tests
+
+impl Server {
+    /// Like `start`, but run `command` (the forkhorn binary, or a wrapper
+    /// such as `unshare ... BIN`, with limits set in `pre_exec`) with `args`
+    /// and the usual `-b 127.0.0.1:0 --worker-tmp-dir <fresh dir>`. With
+    /// `error_log` the `Listening at` line is looked for in that file
+    /// instead of on stderr (`--error-logfile`).
+    pub fn start_command(mut command: Command, args: &[&str], error_log: Option<&Path>) -> Server {
+        let tmp_dir = fresh_dir();
+        let mut child = command
+            .args(args)
+            .args(["-b", "127.0.0.1:0", "--worker-tmp-dir"])
+            .arg(&tmp_dir)
+            .env_remove("WEB_CONCURRENCY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn forkhorn");
+        let log = Lines::collect_from(child.stderr.take().expect("piped stderr"));
+        let stdout = Lines::collect_from(child.stdout.take().expect("piped stdout"));
+        let master = i32::try_from(child.id()).expect("pid fits in i32");
+        let mut server = Server {
+            child,
+            master,
+            port: 0,
+            log,
+            stdout,
+            tmp_dir,
+            exit: None,
+        };
+        let marker = "Listening at: http://127.0.0.1:";
+        let mut line = None;
+        wait_until(EVENTUALLY, || {
+            line = match error_log {
+                Some(path) => std::fs::read_to_string(path)
+                    .unwrap_or_default()
+                    .lines()
+                    .find(|l| l.contains(marker))
+                    .map(str::to_owned),
+                None => server
+                    .log
+                    .snapshot()
+                    .into_iter()
+                    .find(|l| l.contains(marker)),
+            };
+            line.is_some()
+        });
+        let Some(line) = line else {
+            let exit = server.child.try_wait();
+            panic!(
+                "forkhorn {args:?} did not report listening ({exit:?}); stderr:\n{}",
+                server.log
+            );
+        };
+        let after = &line[line.find(marker).expect("marker in line") + marker.len()..];
+        let (port, rest) = after
+            .split_once(' ')
+            .expect("`PORT (PID)` after the marker");
+        server.port = port.parse().expect("a port number");
+        assert_eq!(
+            rest,
+            format!("({master})"),
+            "the listening line names the master pid"
+        );
+        server
+    }
+
+    /// The names in the worker tmp dir (empty if the dir is gone).
+    pub fn tmp_dir_entries(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(&self.tmp_dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = dir
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Children of the master that are zombies (exited, not yet reaped).
+    pub fn zombie_workers(&self) -> BTreeSet<i32> {
+        zombie_children_of(self.master)
+    }
+}
+
+/// Children of `parent` in state Z: exited but not reaped.
+pub fn zombie_children_of(parent: i32) -> BTreeSet<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|&pid| proc_stat(pid).is_some_and(|s| s.ppid == parent && s.state == 'Z'))
+        .collect()
+}
+
+/// CPU time (user + system) `pid` has used so far; None once it is gone.
+pub fn cpu_time(pid: i32) -> Option<Duration> {
+    let raw = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After `pid (comm)`: state is field 3, utime field 14, stime field 15.
+    let rest = &raw[raw.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks_per_sec = u64::try_from(ticks_per_sec).ok().filter(|&t| t > 0)?;
+    Some(Duration::from_millis(
+        (utime + stime) * 1000 / ticks_per_sec,
+    ))
+}
+
+/// How many descriptors `pid` has open (/proc/PID/fd).
+pub fn open_fd_count(pid: i32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// Resident memory of `pid` in KiB (VmRSS in /proc/PID/status).
+pub fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl Lines {
+    /// How many lines so far satisfy `pred` (without copying them).
+    pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.0
+            .lock()
+            .expect("lines lock")
+            .iter()
+            .filter(|l| pred(l))
+            .count()
+    }
+}

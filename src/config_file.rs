@@ -1,0 +1,378 @@
+//! Where settings come from, and in which order they win: built-in
+//! defaults, then the environment (`WEB_CONCURRENCY`, `PORT`), then the
+//! `-c` TOML file, then `FORKHORN_CMD_ARGS`, then the command line.
+//!
+//! The file's keys are the long flag names with `-` written as `_`
+//! (`max_requests_jitter = 50`, `bind = ["127.0.0.1:8000"]`). Every source is
+//! turned into command-line words and parsed by the one clap definition, so
+//! a setting means the same thing wherever it is written; an error in the
+//! file names the file, the key and the line.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::{ArgAction, CommandFactory, FromArgMatches};
+
+use crate::config::{Args, Config, ConfigError};
+
+/// Flags that steer forkhorn itself rather than configure the server; they
+/// have no key in the file.
+const NOT_IN_FILE: &[&str] = &["config", "check_config", "print_config", "help", "version"];
+
+/// Where one setting came from in the file.
+#[derive(Debug, Clone)]
+struct Origin {
+    file: PathBuf,
+    line: usize,
+    key: String,
+}
+
+/// Settings merged from every source.
+pub struct Loaded {
+    pub args: Args,
+    /// The merged matches, for `--print-config`.
+    matches: clap::ArgMatches,
+    /// Flag ids whose value came from the file.
+    origins: BTreeMap<String, Origin>,
+}
+
+impl Loaded {
+    /// Check the merged settings; an error caused by a file value names the
+    /// file, key and line.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        Config::from_args(&self.args).map_err(|e| self.locate(e))
+    }
+
+    fn locate(&self, e: ConfigError) -> ConfigError {
+        let cmd = Args::command();
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if !e.0.starts_with(&format!("--{long}")) {
+                continue;
+            }
+            if let Some(o) = self.origins.get(arg.get_id().as_str()) {
+                return ConfigError(format!(
+                    "{}:{}: {}: {}",
+                    o.file.display(),
+                    o.line,
+                    o.key,
+                    e.0
+                ));
+            }
+        }
+        e
+    }
+
+    /// The resolved settings as a config file `-c` accepts back.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::from("# forkhorn configuration, resolved from every source\n");
+        let cmd = Args::command();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if NOT_IN_FILE.contains(&id) {
+                continue;
+            }
+            let key = id.to_owned();
+            match arg.get_action() {
+                ArgAction::SetTrue => {
+                    let on = self.matches.get_flag(id);
+                    out.push_str(&format!("{key} = {on}\n"));
+                }
+                _ => {
+                    let values: Vec<String> = self
+                        .matches
+                        .get_raw(id)
+                        .map(|v| v.map(|s| s.to_string_lossy().into_owned()).collect())
+                        .unwrap_or_default();
+                    let multiple = matches!(arg.get_action(), ArgAction::Append);
+                    match (multiple, values.as_slice()) {
+                        (true, _) => {
+                            let items: Vec<String> =
+                                values.iter().map(|v| toml_string(v)).collect();
+                            out.push_str(&format!("{key} = [{}]\n", items.join(", ")));
+                        }
+                        (false, []) => out.push_str(&format!("# {key} is not set\n")),
+                        (false, [v, ..]) => out.push_str(&format!("{key} = {}\n", toml_scalar(v))),
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn toml_string(v: &str) -> String {
+    toml::Value::String(v.to_owned()).to_string()
+}
+
+/// Numbers stay numbers; everything else is a string.
+fn toml_scalar(v: &str) -> String {
+    let canonical_int = v.parse::<i64>().is_ok_and(|i| i.to_string() == v);
+    let canonical_float = v
+        .parse::<f64>()
+        .is_ok_and(|f| f.is_finite() && f.to_string() == v && v.contains('.'));
+    if canonical_int || canonical_float {
+        v.to_owned()
+    } else {
+        toml_string(v)
+    }
+}
+
+/// Merge every source into one set of arguments (see the module docs).
+pub fn load(cli: Vec<OsString>) -> Result<Loaded, clap::Error> {
+    let program = cli.first().cloned().unwrap_or_else(|| "forkhorn".into());
+    let cli_only = Args::command().try_get_matches_from(&cli)?;
+    let cli_args = cli.get(1..).unwrap_or_default().to_vec();
+
+    let env_args: Vec<OsString> = match std::env::var("FORKHORN_CMD_ARGS") {
+        Ok(words) if !words.trim().is_empty() => match shlex::split(&words) {
+            Some(w) => w.into_iter().map(OsString::from).collect(),
+            None => {
+                return Err(Args::command().error(
+                    clap::error::ErrorKind::InvalidValue,
+                    format!("FORKHORN_CMD_ARGS has an unclosed quote: {words}"),
+                ));
+            }
+        },
+        _ => Vec::new(),
+    };
+    let env_matches = Args::command()
+        .try_get_matches_from(std::iter::once(program.clone()).chain(env_args.iter().cloned()))?;
+
+    let config_path = cli_only
+        .get_one::<PathBuf>("config")
+        .or_else(|| env_matches.get_one::<PathBuf>("config"))
+        .cloned();
+    let (mut file_args, origins) = match &config_path {
+        Some(path) => read_file(path)
+            .map_err(|e| Args::command().error(clap::error::ErrorKind::InvalidValue, e.0))?,
+        None => (Vec::new(), BTreeMap::new()),
+    };
+    // Lists (bind) are replaced, not extended, by a later source.
+    let given_later = |id: &str| {
+        [&cli_only, &env_matches]
+            .iter()
+            .any(|m| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+    };
+    if given_later("bind") {
+        file_args = without_flag(file_args, "--bind");
+    }
+    let mut argv = vec![program];
+    argv.extend(file_args);
+    argv.extend(env_args);
+    argv.extend(cli_args);
+    let matches = Args::command().try_get_matches_from(&argv)?;
+    let args = Args::from_arg_matches(&matches)?;
+    // Only settings the file still decides keep pointing at it.
+    let origins = origins
+        .into_iter()
+        .filter(|(id, _)| !given_later(id))
+        .collect();
+    Ok(Loaded {
+        args,
+        matches,
+        origins,
+    })
+}
+
+fn without_flag(args: Vec<OsString>, flag: &str) -> Vec<OsString> {
+    let prefix = format!("{flag}=");
+    args.into_iter()
+        .filter(|a| !a.to_string_lossy().starts_with(&prefix))
+        .collect()
+}
+
+/// Turn the file into `--flag=value` words.
+fn read_file(path: &Path) -> Result<(Vec<OsString>, BTreeMap<String, Origin>), ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(0);
+        ConfigError(format!(
+            "{}:{line}: not valid TOML: {}",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    let cmd = Args::command();
+    let mut words = Vec::new();
+    let mut origins = BTreeMap::new();
+    for (key, value) in &table {
+        let line = line_of(&text, key);
+        let at = |msg: String| ConfigError(format!("{}:{line}: {key}: {msg}", path.display()));
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id().as_str() == key && !NOT_IN_FILE.contains(&key.as_str()))
+            .ok_or_else(|| {
+                at("unknown key (keys are the long flag names with _ for -, e.g. max_requests; see forkhorn --help)".to_owned())
+            })?;
+        let flag = match arg.get_long() {
+            Some(long) => format!("--{long}"),
+            // The APP positional.
+            None => String::new(),
+        };
+        let scalar = |v: &toml::Value| -> Result<String, ConfigError> {
+            match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                toml::Value::Integer(i) => Ok(i.to_string()),
+                toml::Value::Float(f) => Ok(f.to_string()),
+                other => Err(at(format!(
+                    "expected a string or number, found {}",
+                    other.type_str()
+                ))),
+            }
+        };
+        let mut push = |v: String| {
+            if flag.is_empty() {
+                words.push(OsString::from(v));
+            } else {
+                words.push(OsString::from(format!("{flag}={v}")));
+            }
+        };
+        match (arg.get_action(), value) {
+            (ArgAction::SetTrue, toml::Value::Boolean(on)) => {
+                if *on {
+                    words.push(OsString::from(flag.clone()));
+                }
+            }
+            (ArgAction::SetTrue, other) => {
+                return Err(at(format!(
+                    "expected true or false, found {}",
+                    other.type_str()
+                )));
+            }
+            (ArgAction::Append, toml::Value::Array(items)) => {
+                for item in items {
+                    push(scalar(item)?);
+                }
+            }
+            (ArgAction::Append, single) => push(scalar(single)?),
+            (_, toml::Value::Array(_)) => {
+                return Err(at("expected a single value, found an array".to_owned()));
+            }
+            (_, v) => push(scalar(v)?),
+        }
+        origins.insert(
+            key.clone(),
+            Origin {
+                file: path.to_path_buf(),
+                line,
+                key: key.clone(),
+            },
+        );
+    }
+    Ok((words, origins))
+}
+
+/// The line on which `key` is set (1-based), for error messages.
+fn line_of(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+                || l.strip_prefix(&format!("\"{key}\""))
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map_or(0, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("forkhorn-cfg-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("forkhorn.toml");
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    fn load_with(path: &Path, extra: &[&str]) -> Result<Loaded, String> {
+        let mut argv: Vec<OsString> = vec!["forkhorn".into(), "-c".into(), path.into()];
+        argv.extend(extra.iter().map(OsString::from));
+        load(argv).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn file_settings_apply_and_the_command_line_wins() {
+        let path = write(
+            "wins",
+            "workers = 3\ntimeout = 7\nbind = [\"127.0.0.1:0\"]\napp = \"echo\"\n",
+        );
+        let loaded = load_with(&path, &["-t", "9"]).expect("load");
+        let c = loaded.config().expect("config");
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.timeout, Some(std::time::Duration::from_secs(9)));
+        assert_eq!(c.app, "echo");
+    }
+
+    #[test]
+    fn a_bind_on_the_command_line_replaces_the_files() {
+        let path = write("bind", "bind = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n");
+        let c = load_with(&path, &["-b", "127.0.0.1:3"])
+            .expect("load")
+            .config()
+            .expect("config");
+        assert_eq!(
+            c.binds,
+            vec![crate::listener::BindSpec::parse("127.0.0.1:3").expect("spec")]
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_file_and_line() {
+        let path = write("unknown", "workers = 2\n\nwrokers = 3\n");
+        let err = load_with(&path, &[]).err().expect("must fail");
+        assert!(
+            err.contains(&format!("{}:3: wrokers: unknown key", path.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key() {
+        let path = write("type", "bind = \"127.0.0.1:0\"\nkeep_alive = true\n");
+        let err = load_with(&path, &[]).err().expect("must fail");
+        assert!(
+            err.contains(":2: keep_alive: expected a string or number, found boolean"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_the_file_key_and_line() {
+        let path = write("value", "# comment\ntimeout = -1\n");
+        let err = load_with(&path, &[])
+            .expect("load")
+            .config()
+            .expect_err("bad value")
+            .0;
+        assert!(
+            err.starts_with(&format!("{}:2: timeout: --timeout -1", path.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn printed_config_reads_back_to_the_same_settings() {
+        let path = write(
+            "roundtrip",
+            "workers = 3\nbind = [\"127.0.0.1:0\", \"unix:/tmp/x.sock\"]\nmax_requests = 100\nmax_requests_jitter = 7\naccess_logfile = \"-\"\ninitgroups = true\n",
+        );
+        let first = load_with(&path, &[]).expect("load");
+        let printed = first.to_toml();
+        let again = write("roundtrip2", &printed);
+        let second = load_with(&again, &[]).expect("reload");
+        assert_eq!(second.to_toml(), printed);
+        assert_eq!(
+            format!("{:?}", second.config().expect("c2")),
+            format!("{:?}", first.config().expect("c1"))
+        );
+    }
+}
