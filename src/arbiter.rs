@@ -28,6 +28,7 @@ use crate::sys::process::{self, Exit, Forked, Pid};
 use crate::sys::procfs;
 use crate::sys::signals::{self, Sig, SignalPipe};
 use crate::systemd::{self, Notifier};
+use crate::upgrade::Relaunch;
 use crate::worker::{self, EXIT_APP_LOAD_FAILED, EXIT_BOOT_FAILED, MASTER_SIGNALS};
 
 /// Time between SIGABRT (timeout) and SIGKILL for a worker that is still there.
@@ -140,7 +141,15 @@ pub struct Arbiter {
     /// Readiness still to be announced: at start, and after each reload.
     is_announcing: bool,
     next_watchdog: Option<Instant>,
-    _pidfile: Option<Pidfile>,
+    pidfile: Option<Pidfile>,
+    /// How to start a new master on USR2; None when it cannot be done.
+    relaunch: Option<Relaunch>,
+    /// A new master we started on USR2 that has not taken over yet.
+    new_master: Option<Pid>,
+    /// The master we are replacing (we were started by its USR2).
+    old_master: Option<Pid>,
+    /// WINCH beside a new master: our workers are stopped and not replaced.
+    is_paused: bool,
 }
 
 impl Arbiter {
@@ -154,7 +163,7 @@ impl Arbiter {
         log::info!("Starting forkhorn {}", env!("CARGO_PKG_VERSION"));
         let signals = SignalPipe::install(MASTER_SIGNALS)?;
         let (notify_read, notify_write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-        let pidfile = config.pidfile.as_deref().map(Pidfile::create).transpose()?;
+
         let metrics = match &config.metrics_bind {
             Some(spec) => {
                 let l = Listener::bind(spec, 64)
@@ -162,17 +171,6 @@ impl Arbiter {
                 log::info!("Metrics at: {}/metrics ({})", l.name, process::getpid());
                 Some(OneShotServer::new(l.socket, crate::metrics::framing)?)
             }
-            None => None,
-        };
-        let control = match &config.control_socket {
-            Some(path) => match control::bind(path) {
-                Ok(socket) => Some((OneShotServer::new(socket, control::framing)?, path.clone())),
-                Err(e) => {
-                    // Better a server without its control socket than no server.
-                    log::warn!("{e}; running without a control socket");
-                    None
-                }
-            },
             None => None,
         };
         let now = Instant::now();
@@ -191,7 +189,7 @@ impl Arbiter {
             signals,
             notify_read,
             notify_write,
-            control,
+            control: None,
             metrics,
             workers: Vec::new(),
             generation: 0,
@@ -205,8 +203,48 @@ impl Arbiter {
             halt_reason: None,
             pid: process::getpid(),
             started: now,
-            _pidfile: pidfile,
+            pidfile: None,
+            relaunch: None,
+            new_master: None,
+            old_master: None,
+            is_paused: false,
         })
+    }
+
+    /// Make USR2 start a new master with `relaunch`.
+    pub fn with_relaunch(mut self, relaunch: Relaunch) -> Arbiter {
+        self.relaunch = Some(relaunch);
+        self
+    }
+
+    /// We are the new master of an upgrade: take over from `old` once our
+    /// workers serve.
+    pub fn taking_over_from(mut self, old: Pid) -> Arbiter {
+        self.old_master = Some(old);
+        self
+    }
+
+    /// The pidfile (PIDFILE.2 while taking over) and the control socket.
+    fn open_files(&mut self) -> std::io::Result<()> {
+        if let Some(path) = &self.config.pidfile {
+            let path = match self.old_master {
+                Some(_) => second_pidfile(path),
+                None => path.clone(),
+            };
+            self.pidfile = Some(Pidfile::create(&path)?);
+        }
+        if let Some(path) = &self.config.control_socket {
+            // A new master takes the socket path over from the old one.
+            match control::bind(path, self.old_master.is_some()) {
+                Ok(socket) => {
+                    self.control =
+                        Some((OneShotServer::new(socket, control::framing)?, path.clone()))
+                }
+                // Better a server without its control socket than no server.
+                Err(e) => log::warn!("{e}; running without a control socket"),
+            }
+        }
+        Ok(())
     }
 
     /// Re-read settings with `reloader` on every HUP.
@@ -217,6 +255,10 @@ impl Arbiter {
 
     /// Run until stopped; returns the process exit status.
     pub fn run(mut self) -> i32 {
+        if let Err(e) = self.open_files() {
+            log::error!("{e}");
+            return 1;
+        }
         for l in &self.listeners {
             log::info!("Listening at: {} ({})", l.name, self.pid);
         }
@@ -238,8 +280,11 @@ impl Arbiter {
             self.sleep_until(self.next_wakeup());
         }
         self.close_listeners();
-        if let Some((_, path)) = self.control.take() {
-            let _ = std::fs::remove_file(path);
+        if let Some((server, path)) = self.control.take() {
+            // Only our own socket: a new master (USR2) may have bound the path anew.
+            if server.is_bound_at(&path) {
+                let _ = std::fs::remove_file(path);
+            }
         }
         match self.halt_reason.take() {
             Some(reason) => critical!("Shutting down: {reason}"),
@@ -252,9 +297,9 @@ impl Arbiter {
         for sig in self.signals.drain() {
             match sig {
                 Sig::SIGCHLD => {}
-                Sig::SIGTERM => self.stop(true, "term"),
-                Sig::SIGINT => self.stop(false, "int"),
-                Sig::SIGQUIT => self.stop(false, "quit"),
+                Sig::SIGTERM => self.stop(true, "signal: term"),
+                Sig::SIGINT => self.stop(false, "signal: int"),
+                Sig::SIGQUIT => self.stop(false, "signal: quit"),
                 Sig::SIGHUP => self.reload("signal: hup"),
                 Sig::SIGTTIN => self.scale(1, "signal: ttin"),
                 Sig::SIGTTOU => self.scale(-1, "signal: ttou"),
@@ -262,12 +307,8 @@ impl Arbiter {
                     log::info!("Handling signal: usr1; reopening log files");
                     self.reopen_logs();
                 }
-                Sig::SIGUSR2 => {
-                    log::warn!(
-                        "Handling signal: usr2; binary upgrade is not supported yet, ignoring"
-                    );
-                }
-                Sig::SIGWINCH => log::debug!("Handling signal: winch; ignored (not daemonized)"),
+                Sig::SIGUSR2 => self.start_upgrade(),
+                Sig::SIGWINCH => self.pause_beside_new_master(),
                 other => log::debug!("ignoring signal {other}"),
             }
         }
@@ -319,6 +360,11 @@ impl Arbiter {
         if self.lifecycle != Lifecycle::Running {
             return;
         }
+        if self.is_paused {
+            // unicorn's manual rollback: HUP brings the workers back.
+            log::info!("Handling {why}; resuming workers stopped by WINCH");
+            self.is_paused = false;
+        }
         if let Some(reloader) = &self.reloader {
             match reloader() {
                 Ok(config) => self.apply_config(config),
@@ -339,22 +385,24 @@ impl Arbiter {
     /// READY=1 once every wanted worker of the current generation serves
     /// (at start and after a reload), and the watchdog ping while healthy.
     fn tell_systemd(&mut self, now: Instant) {
-        if !self.notifier.is_active() || self.lifecycle != Lifecycle::Running {
+        if self.lifecycle != Lifecycle::Running {
             return;
         }
-        if self.is_announcing {
-            let ready = self
-                .workers
-                .iter()
-                .filter(|w| w.generation == self.generation && w.is_ready())
-                .count();
-            if ready >= self.wanted {
-                self.is_announcing = false;
-                let served = self.snapshot().totals.requests;
-                self.notifier.send(&format!(
-                    "READY=1\nSTATUS={ready} workers serving, {served} requests served"
-                ));
-            }
+        let ready = self
+            .workers
+            .iter()
+            .filter(|w| w.generation == self.generation && w.is_ready())
+            .count();
+        self.complete_takeover(ready >= self.wanted);
+        if !self.notifier.is_active() {
+            return;
+        }
+        if self.is_announcing && ready >= self.wanted {
+            self.is_announcing = false;
+            let served = self.snapshot().totals.requests;
+            self.notifier.send(&format!(
+                "READY=1\nSTATUS={ready} workers serving, {served} requests served"
+            ));
         }
         if let (Some(due), Some(every)) = (self.next_watchdog, self.notifier.watchdog_every)
             && now >= due
@@ -362,6 +410,74 @@ impl Arbiter {
             self.notifier.send("WATCHDOG=1");
             self.next_watchdog = Some(now + every);
         }
+    }
+
+    /// USR2: start the binary again beside us, handing over the listeners.
+    fn start_upgrade(&mut self) {
+        if self.lifecycle != Lifecycle::Running {
+            return;
+        }
+        if let Some(pid) = self.new_master {
+            log::warn!(
+                "Handling signal: usr2; a new master (pid:{pid}) is already starting, ignoring"
+            );
+            return;
+        }
+        let Some(relaunch) = &self.relaunch else {
+            log::warn!("Handling signal: usr2; this master cannot re-execute itself, ignoring");
+            return;
+        };
+        let fds: Vec<_> = self.listeners.iter().map(Listener::fd).collect();
+        let metrics_fd = self.metrics.as_ref().map(OneShotServer::listener_fd);
+        match relaunch.spawn(&fds, metrics_fd, self.notifier.socket_path.as_deref()) {
+            Ok(pid) => {
+                log::info!(
+                    "Handling signal: usr2; started new master (pid:{pid}) from {}",
+                    relaunch.exe.display()
+                );
+                self.new_master = Some(pid);
+            }
+            Err(e) => log::error!(
+                "cannot start a new master from {}: {e}; still serving",
+                relaunch.exe.display()
+            ),
+        }
+    }
+
+    /// WINCH: beside a new master, stop our workers (and do not replace
+    /// them) so the new one serves alone; HUP brings them back.
+    fn pause_beside_new_master(&mut self) {
+        if self.new_master.is_none() {
+            log::info!("Handling signal: winch; ignored (no new master beside this one)");
+            return;
+        }
+        log::info!("Handling signal: winch; stopping workers, the new master serves");
+        self.is_paused = true;
+        for w in self.workers.iter_mut().filter(|w| w.ask == Ask::Serve) {
+            w.retire(Reason::Shutdown);
+        }
+    }
+
+    /// The new master of an upgrade, once every worker serves: tell the old
+    /// master to drain, put our pidfile in place, and tell systemd who the
+    /// main process is now.
+    fn complete_takeover(&mut self, all_ready: bool) {
+        let Some(old) = self.old_master else { return };
+        if !all_ready {
+            return;
+        }
+        self.old_master = None;
+        log::info!("Upgrade: workers serving; telling the old master (pid:{old}) to stop");
+        process::signal(old, Sig::SIGTERM);
+        if let (Some(pidfile), Some(path)) = (self.pidfile.as_mut(), self.config.pidfile.as_ref())
+            && let Err(e) = pidfile.promote(path)
+        {
+            log::error!(
+                "cannot move the pidfile into place at {}: {e}",
+                path.display()
+            );
+        }
+        self.notifier.send(&format!("MAINPID={}", self.pid));
     }
 
     /// Take re-read settings. New workers get them; what lives in the master
@@ -427,6 +543,19 @@ impl Arbiter {
 
     fn reap_exited(&mut self) {
         for (pid, exit) in process::reap_exited() {
+            if self.new_master == Some(pid) {
+                self.new_master = None;
+                self.is_paused = false;
+                match self.lifecycle {
+                    Lifecycle::Running => log::error!(
+                        "Upgrade failed: the new master (pid:{pid}) ended with {exit} before taking over; still serving"
+                    ),
+                    Lifecycle::Stopping { .. } => {
+                        log::info!("The new master (pid:{pid}) ended with {exit}")
+                    }
+                }
+                continue;
+            }
             let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
                 // An orphan re-parented to us (we may be PID 1): reaped, ignored.
                 log::debug!("reaped process {pid} ({exit}), not a worker");
@@ -637,7 +766,7 @@ impl Arbiter {
     }
 
     fn spawn_missing(&mut self) {
-        if self.lifecycle != Lifecycle::Running {
+        if self.lifecycle != Lifecycle::Running || self.is_paused {
             return;
         }
         if self.respawn_at.is_some_and(|at| Instant::now() < at) {
@@ -957,4 +1086,11 @@ impl Arbiter {
             PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
         );
     }
+}
+
+/// `PIDFILE.2`: where a new master writes its pid until it takes over.
+fn second_pidfile(path: &std::path::Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".2");
+    PathBuf::from(name)
 }

@@ -96,9 +96,9 @@ pub fn framing(input: &[u8]) -> Option<usize> {
 }
 
 /// Bind the control socket at `path`, mode 0600.
-pub fn bind(path: &Path) -> std::io::Result<Socket> {
+pub fn bind(path: &Path, replace_live: bool) -> std::io::Result<Socket> {
     if path.exists() {
-        if UnixStream::connect(path).is_ok() {
+        if !replace_live && UnixStream::connect(path).is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
                 format!(

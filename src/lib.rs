@@ -31,4 +31,5 @@ pub mod pidfile;
 pub mod stats;
 pub mod sys;
 pub mod systemd;
+pub mod upgrade;
 pub mod worker;

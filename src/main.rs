@@ -69,8 +69,20 @@ fn main() -> ExitCode {
             "running as root without --user: workers run as root too; pass -u USER to drop privileges"
         );
     }
-    let inherited = forkhorn::systemd::listen_fds();
-    adopt_inherited(&mut config, &inherited, args.bind.is_empty());
+    // Sockets handed over by an old master (USR2) are exactly its binds;
+    // systemd's replace the default bind and add to explicit ones.
+    let upgrade = forkhorn::upgrade::Inherited::from_env();
+    let from_upgrade = !upgrade.listener_fds.is_empty();
+    let inherited = if from_upgrade {
+        upgrade.listener_fds.clone()
+    } else {
+        forkhorn::systemd::listen_fds()
+    };
+    let replace_binds = from_upgrade || args.bind.is_empty();
+    adopt_inherited(&mut config, &inherited, replace_binds);
+    if let Some(fd) = upgrade.metrics_fd {
+        config.metrics_bind = Some(forkhorn::listener::BindSpec::Fd(fd));
+    }
     let mut listeners = Vec::new();
     for spec in &config.binds {
         match Listener::bind(spec, config.backlog) {
@@ -100,19 +112,34 @@ fn main() -> ExitCode {
         let loaded = forkhorn::config_file::load(argv.clone()).map_err(|e| first_line(&e))?;
         let mut config = loaded.config().map_err(|e| e.to_string())?;
         apps::check(&config.app)?;
-        adopt_inherited(&mut config, &inherited, loaded.args.bind.is_empty());
+        adopt_inherited(
+            &mut config,
+            &inherited,
+            from_upgrade || loaded.args.bind.is_empty(),
+        );
+        if let Some(fd) = upgrade.metrics_fd {
+            config.metrics_bind = Some(forkhorn::listener::BindSpec::Fd(fd));
+        }
         Ok(config)
     }));
+    let arbiter = match forkhorn::upgrade::Relaunch::from_current_process() {
+        Some(relaunch) => arbiter.with_relaunch(relaunch),
+        None => arbiter,
+    };
+    let arbiter = match upgrade.old_master {
+        Some(old) => arbiter.taking_over_from(old),
+        None => arbiter,
+    };
     let code = arbiter.run();
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 /// systemd's sockets replace the default bind; explicit -b ones are added to them.
-fn adopt_inherited(config: &mut Config, inherited: &[std::os::fd::RawFd], no_bind_given: bool) {
+fn adopt_inherited(config: &mut Config, inherited: &[std::os::fd::RawFd], replace: bool) {
     if inherited.is_empty() {
         return;
     }
-    if no_bind_given {
+    if replace {
         config.binds.clear();
     }
     config.binds.extend(

@@ -33,6 +33,8 @@ struct Conn {
 
 pub struct OneShotServer {
     listener: Socket,
+    /// Inode of our unix socket file, taken at start.
+    inode: Option<u64>,
     framing: Framing,
     conns: Vec<Conn>,
 }
@@ -46,8 +48,15 @@ pub struct Pending {
 impl OneShotServer {
     pub fn new(listener: Socket, framing: Framing) -> io::Result<OneShotServer> {
         listener.set_nonblocking(true)?;
+        let inode = listener.local_addr().ok().and_then(|a| {
+            use std::os::unix::fs::MetadataExt;
+            a.as_pathname()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map(|m| m.ino())
+        });
         Ok(OneShotServer {
             listener,
+            inode,
             framing,
             conns: Vec::new(),
         })
@@ -151,6 +160,18 @@ impl OneShotServer {
 }
 
 impl OneShotServer {
+    /// Whether the unix socket file at `path` is still ours, not one a
+    /// newer process bound at the same path.
+    pub fn is_bound_at(&self, path: &std::path::Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).is_ok_and(|m| Some(m.ino()) == self.inode)
+    }
+
+    pub fn listener_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.listener.as_raw_fd()
+    }
+
     /// Every descriptor it holds (for a forked child to close).
     pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;

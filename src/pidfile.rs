@@ -60,6 +60,16 @@ impl Pidfile {
     }
 }
 
+impl Pidfile {
+    /// Move the pidfile to `to` (a new master taking over renames its
+    /// `PIDFILE.2` to `PIDFILE`).
+    pub fn promote(&mut self, to: &Path) -> io::Result<()> {
+        std::fs::rename(&self.path, to)?;
+        self.path = to.to_path_buf();
+        Ok(())
+    }
+}
+
 impl Drop for Pidfile {
     fn drop(&mut self) {
         // Remove it only if it is still ours (a new master may have taken over).

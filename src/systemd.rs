@@ -12,6 +12,8 @@ use std::time::Duration;
 
 /// The master's line to systemd; inert when NOTIFY_SOCKET is unset.
 pub struct Notifier {
+    /// $NOTIFY_SOCKET as given, to hand to a new master on upgrade.
+    pub socket_path: Option<String>,
     target: Option<SocketAddr>,
     socket: Option<UnixDatagram>,
     /// Half of WATCHDOG_USEC: how often to ping, when systemd asks for it.
@@ -23,11 +25,12 @@ impl Notifier {
     /// names us). The variables are removed so workers and apps never act
     /// as the service themselves.
     pub fn from_env() -> Notifier {
-        let target = std::env::var("NOTIFY_SOCKET").ok().and_then(|path| {
+        let socket_path = std::env::var("NOTIFY_SOCKET").ok();
+        let target = socket_path.as_deref().and_then(|path| {
             if let Some(name) = path.strip_prefix('@') {
                 SocketAddr::from_abstract_name(name.as_bytes()).ok()
             } else {
-                SocketAddr::from_pathname(&path).ok()
+                SocketAddr::from_pathname(path).ok()
             }
         });
         let for_us = std::env::var("WATCHDOG_PID")
@@ -42,6 +45,7 @@ impl Notifier {
         crate::sys::process::remove_env(&["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"]);
         let socket = target.as_ref().and_then(|_| UnixDatagram::unbound().ok());
         Notifier {
+            socket_path,
             target,
             socket,
             watchdog_every,

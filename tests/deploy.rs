@@ -471,3 +471,117 @@ fn hup_rereads_the_config_file() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn usr2_hands_over_to_a_new_master_without_failing_a_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = fresh_dir();
+    let pidfile = dir.join("forkhorn.pid");
+    let pidfile_str = pidfile.to_str().expect("utf-8");
+    let mut server = Server::start(&["-w", "2", "-p", pidfile_str, "chaos"]);
+    server.wait_for_workers(2);
+    let old = server.master;
+    let port = server.port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let load = {
+        let (stop, served, failures) = (stop.clone(), served.clone(), failures.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match get(port, "/pid") {
+                    Ok(r) if r.status == 200 => {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => failures
+                        .lock()
+                        .expect("lock")
+                        .push(format!("status {}", r.status)),
+                    Err(e) => failures.lock().expect("lock").push(e.to_string()),
+                }
+            }
+        })
+    };
+    assert!(wait_until(EVENTUALLY, || served.load(Ordering::Relaxed) > 20));
+
+    server.signal(Signal::SIGUSR2);
+    let status = server.wait_exit(EVENTUALLY);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "the old master drains and exits 0; log:\n{}",
+        server.log
+    );
+    let read_pid = || {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+    };
+    assert!(
+        wait_until(EVENTUALLY, || read_pid().is_some_and(|p| p != old)),
+        "the pidfile names the new master"
+    );
+    let new = read_pid().expect("new master pid");
+    assert!(is_alive(new));
+    let before = served.load(Ordering::Relaxed);
+    assert!(wait_until(EVENTUALLY, || served.load(Ordering::Relaxed) > before + 50));
+    let worker = get(port, "/pid").expect("request").pid();
+    assert_eq!(
+        proc_stat(worker).map(|s| s.ppid),
+        Some(new),
+        "the new master's workers serve"
+    );
+    stop.store(true, Ordering::Relaxed);
+    load.join().expect("load thread");
+    let failures = failures.lock().expect("lock");
+    assert!(
+        failures.is_empty(),
+        "{} requests failed across the upgrade: {failures:?}",
+        failures.len()
+    );
+    assert!(
+        !dir.join("forkhorn.pid.2").exists(),
+        "PIDFILE.2 was renamed into place"
+    );
+
+    signal(new, Signal::SIGTERM);
+    assert!(
+        wait_until(EVENTUALLY, || !is_alive(new)),
+        "the new master stops on TERM"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_new_master_that_cannot_start_leaves_the_old_one_serving() {
+    let dir = fresh_dir();
+    let path = dir.join("forkhorn.toml");
+    std::fs::write(&path, "app = \"chaos\"\nworkers = 1\n").expect("write");
+    let server = Server::start(&["-c", path.to_str().expect("utf-8")]);
+    let worker = *server.wait_for_workers(1).iter().next().expect("a worker");
+    // The new binary will read a broken file and refuse to start.
+    std::fs::write(&path, "app = \"chaos\"\nworkers = \n").expect("break the file");
+    server.signal(Signal::SIGUSR2);
+    assert!(
+        server
+            .log
+            .wait_for(EVENTUALLY, |l| l.contains("Upgrade failed"))
+            .is_some(),
+        "the old master says the upgrade failed; log:\n{}",
+        server.log
+    );
+    assert!(
+        server.log.contains("not valid TOML"),
+        "and why; log:\n{}",
+        server.log
+    );
+    let r = server.get("/pid").expect("still serving");
+    assert_eq!(
+        (r.status, r.pid()),
+        (200, worker),
+        "the same master and worker serve on"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -131,3 +131,26 @@ pub fn remove_env(names: &[&str]) {
         unsafe { std::env::remove_var(name) };
     }
 }
+
+/// Start `cmd` with `keep` left open across exec (listening sockets handed
+/// to a new master), at the same descriptor numbers.
+pub fn spawn_keeping_fds(
+    cmd: &mut std::process::Command,
+    keep: &[std::os::fd::RawFd],
+) -> io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let keep = keep.to_vec();
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls fcntl(2), which is async-signal-safe; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &keep {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
