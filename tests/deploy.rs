@@ -480,7 +480,15 @@ fn usr2_hands_over_to_a_new_master_without_failing_a_request() {
     let dir = fresh_dir();
     let pidfile = dir.join("forkhorn.pid");
     let pidfile_str = pidfile.to_str().expect("utf-8");
-    let mut server = Server::start(&["-w", "2", "-p", pidfile_str, "chaos"]);
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut server = Server::start_with_env(
+        &["-w", "2", "-p", pidfile_str, "chaos"],
+        &[("NOTIFY_SOCKET", notify_path.to_str().expect("utf-8"))],
+    );
     server.wait_for_workers(2);
     let old = server.master;
     let port = server.port;
@@ -544,6 +552,11 @@ fn usr2_hands_over_to_a_new_master_without_failing_a_request() {
     assert!(
         !dir.join("forkhorn.pid.2").exists(),
         "PIDFILE.2 was renamed into place"
+    );
+    let mut seen = Vec::new();
+    assert!(
+        wait_for_notify(&notify, &format!("MAINPID={new}"), &mut seen),
+        "systemd is told the new main pid: {seen:?}"
     );
 
     signal(new, Signal::SIGTERM);
