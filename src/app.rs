@@ -103,6 +103,9 @@ pub enum ResponseBody {
     },
     /// Written chunk by chunk by the app, each flushed at once.
     Stream(StreamFn),
+    /// Fed by a producer thread through a `StreamSender`; the worker pumps
+    /// it to the client while it serves other requests (see `channel`).
+    Channel(crate::stream::StreamReceiver),
 }
 
 impl ResponseBody {
@@ -112,6 +115,29 @@ impl ResponseBody {
         F: FnOnce(&mut dyn ChunkSink) -> io::Result<()> + 'static,
     {
         ResponseBody::Stream(Box::new(f))
+    }
+}
+
+impl ResponseBody {
+    /// A detached stream: returns the sender for a producer thread and the
+    /// body to return at once. Each chunk sent reaches the client as soon as
+    /// the worker's loop turns (immediately when it is idle); `send` fails
+    /// once the client has gone away. Streams with no chunk for a minute are
+    /// ended; see `channel_with` to choose.
+    pub fn channel() -> (crate::stream::StreamSender, ResponseBody) {
+        ResponseBody::channel_with(
+            crate::stream::DEFAULT_CAPACITY,
+            crate::stream::DEFAULT_IDLE_TIMEOUT,
+        )
+    }
+
+    /// `channel` with a queue of `capacity` chunks and an inactivity limit.
+    pub fn channel_with(
+        capacity: usize,
+        idle_timeout: std::time::Duration,
+    ) -> (crate::stream::StreamSender, ResponseBody) {
+        let (tx, rx) = crate::stream::channel(capacity, idle_timeout);
+        (tx, ResponseBody::Channel(rx))
     }
 }
 

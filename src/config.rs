@@ -186,6 +186,14 @@ pub struct Args {
     #[arg(long = "max-boot-failures", value_name = "N", default_value = "10")]
     pub max_boot_failures: String,
 
+    /// Detached response streams (Server-Sent Events fed by app threads) one worker pumps at once; more get 503.
+    #[arg(
+        long = "max-streams-per-worker",
+        value_name = "N",
+        default_value = "100"
+    )]
+    pub max_streams_per_worker: String,
+
     /// Run workers as this user (name or uid); the master binds first, so low ports work.
     #[arg(short = 'u', long, value_name = "USER")]
     pub user: Option<String>,
@@ -254,6 +262,8 @@ pub struct Config {
     pub min_worker_lifetime: Duration,
     /// Failed boots in a row before the master gives up; None = never.
     pub max_boot_failures: Option<u32>,
+    /// Detached streams one worker pumps at once.
+    pub max_streams_per_worker: usize,
     /// Who workers run as; None = the master's own user.
     pub worker_identity: Option<Identity>,
     pub initgroups: bool,
@@ -473,6 +483,10 @@ impl Config {
                 .transpose()?,
             min_worker_lifetime: seconds("--min-worker-lifetime", &args.min_worker_lifetime)?,
             max_boot_failures: (max_boot_failures > 0).then_some(max_boot_failures),
+            max_streams_per_worker: count(
+                "--max-streams-per-worker",
+                &args.max_streams_per_worker,
+            )?,
             worker_identity,
             initgroups: args.initgroups,
             umask,

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod oneshot;
 pub mod pidfile;
 pub mod stats;
+pub mod stream;
 pub mod sys;
 pub mod systemd;
 pub mod upgrade;

@@ -319,6 +319,7 @@ memory_check_interval = 2
 slow_request_threshold = 1.5
 min_worker_lifetime = 2
 max_boot_failures = 4
+max_streams_per_worker = 12
 user = "0"
 group = "0"
 umask = "022"

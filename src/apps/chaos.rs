@@ -1,7 +1,8 @@
 //! `chaos`: routes that misbehave on purpose, to exercise supervision.
 //!
 //! `/sleep?s=N`, `/spin?s=N`, `/crash`, `/exit?code=N`, `/leak?mb=N`,
-//! `/stream?chunks=N&interval_ms=M`, `/orphan?s=N` (leaves an orphaned
+//! `/stream?chunks=N&interval_ms=M`, `/detached?chunks=N&interval_ms=M` (the
+//! same from a producer thread, as a detached stream), `/orphan?s=N` (leaves an orphaned
 //! grandchild behind), `/pid`; anything else answers with the pid.
 
 use std::time::{Duration, Instant};
@@ -88,6 +89,26 @@ impl crate::app::App for Chaos {
                     }
                     Ok(())
                 });
+                resp
+            }
+            "/detached" => {
+                // Like /stream, but fed by a thread while the worker serves on.
+                let chunks: u32 = query_param(&target, "chunks").unwrap_or(5);
+                let interval =
+                    Duration::from_millis(query_param(&target, "interval_ms").unwrap_or(100));
+                let (tx, body) = ResponseBody::channel();
+                std::thread::spawn(move || {
+                    for i in 0..chunks {
+                        if i > 0 {
+                            std::thread::sleep(interval);
+                        }
+                        if tx.send(format!("chunk {i}\n")).is_err() {
+                            return; // the client went away
+                        }
+                    }
+                });
+                let mut resp = respond(200, "text/plain", ());
+                *resp.body_mut() = body;
                 resp
             }
             "/orphan" => {

@@ -1,41 +1,51 @@
 //! Built-in apps, so the binary serves something real with no code written.
 
 pub mod chaos;
+pub mod chat;
 pub mod echo;
 pub mod hello;
+pub mod static_files;
 
 use crate::app::App;
 
 /// The built-in app names, for help and error messages.
-pub const BUILT_IN: &[&str] = &["hello", "echo", "chaos"];
+pub const BUILT_IN: &[&str] = &["chat", "hello", "echo", "chaos", "static:DIR"];
 
 /// Check an app spec before anything is forked, so a typo is one clear error
 /// rather than every worker failing to boot.
 pub fn check(spec: &str) -> Result<(), String> {
-    let name = spec.split_once(':').map_or(spec, |(n, _)| n);
-    if BUILT_IN.contains(&name) {
-        if name == "chaos" {
-            return chaos::check(spec);
+    let (name, option) = match spec.split_once(':') {
+        Some((n, o)) => (n, Some(o)),
+        None => (spec, None),
+    };
+    match (name, option) {
+        ("chaos", _) => chaos::check(spec),
+        ("chat", _) => chat::check(option),
+        ("static", Some(dir)) => static_files::check(dir),
+        ("static", None) => Err("app static needs a directory: static:DIR".to_owned()),
+        ("hello" | "echo", None) => Ok(()),
+        ("hello" | "echo", Some(_)) => {
+            Err(format!("app {spec:?}: {name} takes no options; use {name}"))
         }
-        if spec.contains(':') {
-            return Err(format!("app {spec:?}: {name} takes no options; use {name}"));
-        }
-        Ok(())
-    } else {
-        Err(format!(
+        _ => Err(format!(
             "unknown app {spec:?}; built-in apps are {}",
             BUILT_IN.join(", ")
-        ))
+        )),
     }
 }
 
 /// Build the app for one worker (called after fork).
 pub fn build(spec: &str) -> Result<Box<dyn App>, String> {
     check(spec)?;
-    let name = spec.split_once(':').map_or(spec, |(n, _)| n);
+    let (name, option) = match spec.split_once(':') {
+        Some((n, o)) => (n, Some(o)),
+        None => (spec, None),
+    };
     Ok(match name {
         "hello" => Box::new(hello::hello),
         "echo" => Box::new(echo::echo),
+        "chat" => Box::new(chat::Chat::new(option)?),
+        "static" => Box::new(static_files::StaticFiles::new(option.unwrap_or("."))?),
         _ => Box::new(chaos::Chaos::new(spec)?),
     })
 }

@@ -29,6 +29,9 @@ pub enum Phase {
     /// We are done and have shut down our side; discarding what the client
     /// still sends so that closing does not reset our last response.
     Lingering,
+    /// Pumping a detached stream (`stream` is set); requests the client
+    /// pipelines meanwhile wait in the buffer.
+    Streaming,
 }
 
 pub struct Conn {
@@ -51,6 +54,13 @@ pub struct Conn {
     /// epoll reported the peer's FIN (EPOLLRDHUP): read on to the end of
     /// stream even after a short read.
     pub peer_closed: bool,
+    /// The detached stream being pumped, in Phase::Streaming.
+    pub stream: Option<Box<super::exchange::Streaming>>,
+    /// Stream bytes not yet written (the client reads slower than the
+    /// producer writes).
+    pub out: Vec<u8>,
+    /// Registered for writability too (while `out` is not empty).
+    pub wants_write: bool,
 }
 
 impl Conn {
@@ -66,6 +76,9 @@ impl Conn {
             maybe_readable: true,
             served: 0,
             peer_closed: false,
+            stream: None,
+            out: Vec::new(),
+            wants_write: false,
         }
     }
 
@@ -181,6 +194,26 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// Write as much of `out` as the socket takes now, without waiting.
+    /// Returns bytes written; an error means the client is gone.
+    pub fn flush_out(&mut self, slot: &Slot) -> io::Result<usize> {
+        let mut written = 0;
+        while written < self.out.len() {
+            match (&self.socket).write(&self.out[written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    slot.add_bytes_out(n);
+                    written += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.drain(..written);
+        Ok(written)
     }
 
     /// Whether the buffer may now hold a whole head: a blank line appeared

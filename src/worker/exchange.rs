@@ -24,12 +24,78 @@ pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_LIMIT: u64 = 64 * 1024;
 
 /// What the connection should do after the exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum After {
     /// Wait for the next request.
     KeepAlive,
     /// Shut our side and close (lingering if the client may still send).
     Close,
+    /// The head is sent; a detached stream's chunks follow from the
+    /// worker's event loop.
+    Stream(Box<Streaming>),
+}
+
+/// A detached stream the worker's loop is pumping to a client.
+pub struct Streaming {
+    pub rx: crate::stream::StreamReceiver,
+    /// Chunked framing (HTTP/1.1), else the body ends at close.
+    pub chunked: bool,
+    /// Keep the connection for another request after the stream ends.
+    pub keep_alive: bool,
+    pub sent: u64,
+    pub completion: Completion,
+}
+
+/// What is logged and counted when a response is complete.
+pub struct Completion {
+    peer: Option<std::net::SocketAddr>,
+    method: String,
+    target: String,
+    version: Version,
+    request_headers: Vec<(String, Vec<u8>)>,
+    status: u16,
+    response_headers: HeaderMap,
+    started: Instant,
+    log_time: String,
+}
+
+impl Completion {
+    /// Count the response in the slot, warn if it was slow, and write the
+    /// access log line.
+    pub fn finish(
+        self,
+        body_bytes: u64,
+        slot: &Slot,
+        access_format: Option<&access_log::Format>,
+        slow_request_threshold: Option<Duration>,
+    ) {
+        let duration = self.started.elapsed();
+        slot.record_response(self.status, duration);
+        if slow_request_threshold.is_some_and(|t| duration > t) {
+            log::warn!(
+                "Slow request: {} {} peer={} status={} took {:.2}s",
+                self.method,
+                self.target,
+                self.peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                self.status,
+                duration.as_secs_f64()
+            );
+        }
+        if let Some(format) = access_format {
+            let line = format.render(&access_log::Record {
+                peer: self.peer.as_ref(),
+                method: &self.method,
+                target: &self.target,
+                version: self.version.as_str(),
+                request_headers: &self.request_headers,
+                status: self.status,
+                response_headers: &self.response_headers,
+                body_bytes,
+                duration,
+                time: &self.log_time,
+            });
+            crate::logging::access(&line);
+        }
+    }
 }
 
 /// What the worker lends an exchange.
@@ -43,6 +109,8 @@ pub struct Context<'a> {
     pub beat_every: Duration,
     /// Requests slower than this get a warning line.
     pub slow_request_threshold: Option<Duration>,
+    /// Whether this worker may open another detached stream.
+    pub may_open_stream: bool,
     pub access_format: Option<&'a access_log::Format>,
     pub clock: &'a mut Clock,
     /// Reused output buffer.
@@ -173,6 +241,15 @@ fn exchange(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
     let mut keep_alive = ctx.may_keep_alive && head.keep_alive && body_finished && !app_wants_close;
+    if matches!(body, ResponseBody::Channel(_)) && !ctx.may_open_stream {
+        drop(body);
+        return reject(
+            conn,
+            503,
+            "this worker has too many open streams; try again",
+            ctx,
+        );
+    }
     let no_body_status = parts.status.is_informational()
         || parts.status == StatusCode::NO_CONTENT
         || parts.status == StatusCode::NOT_MODIFIED;
@@ -181,7 +258,9 @@ fn exchange(
         ResponseBody::Empty => ResponseFraming::Length(0),
         ResponseBody::Bytes(b) => ResponseFraming::Length(b.len() as u64),
         ResponseBody::Reader { len: Some(n), .. } => ResponseFraming::Length(*n),
-        ResponseBody::Reader { len: None, .. } | ResponseBody::Stream(_) => {
+        ResponseBody::Reader { len: None, .. }
+        | ResponseBody::Stream(_)
+        | ResponseBody::Channel(_) => {
             if head.version == Version::Http11 {
                 ResponseFraming::Chunked
             } else {
@@ -211,54 +290,70 @@ fn exchange(
     // `100 Continue` does not count: a final response may still follow it).
     crate::sys::signals::mark_response_started();
     let write_body = !is_head && !no_body_status;
+    let completion = Completion {
+        peer: conn.peer,
+        method: head.method,
+        target: head.target,
+        version: head.version,
+        request_headers: head.headers,
+        status: parts.status.as_u16(),
+        response_headers: parts.headers,
+        started,
+        log_time,
+    };
+    let body = match body {
+        ResponseBody::Channel(rx) if write_body => {
+            return start_stream(conn, rx, framing, keep_alive, completion, ctx);
+        }
+        other => other,
+    };
     let sent = write_response(conn, body, framing, write_body, ctx);
     let body_bytes = match &sent {
         Ok(n) => *n,
         Err(e) => {
             log::debug!(
                 "client went away during {} {}: {e}",
-                head.method,
-                head.target
+                completion.method,
+                completion.target
             );
             keep_alive = false;
             0
         }
     };
-    let duration = started.elapsed();
-    let status = parts.status.as_u16();
-    ctx.slot.record_response(status, duration);
-    if ctx.slow_request_threshold.is_some_and(|t| duration > t) {
-        log::warn!(
-            "Slow request: {} {} peer={} status={status} took {:.2}s",
-            head.method,
-            head.target,
-            conn.peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
-            duration.as_secs_f64()
-        );
-    }
-    if let Some(format) = ctx.access_format {
-        let line = format.render(&access_log::Record {
-            peer: conn.peer.as_ref(),
-            method: &head.method,
-            target: &head.target,
-            version: if head.version == Version::Http10 {
-                "HTTP/1.0"
-            } else {
-                "HTTP/1.1"
-            },
-            request_headers: &head.headers,
-            status,
-            response_headers: &parts.headers,
-            body_bytes,
-            duration,
-            time: &log_time,
-        });
-        crate::logging::access(&line);
-    }
+    completion.finish(
+        body_bytes,
+        ctx.slot,
+        ctx.access_format,
+        ctx.slow_request_threshold,
+    );
     if keep_alive && sent.is_ok() {
         After::KeepAlive
     } else {
         After::Close
+    }
+}
+
+/// Send the head of a detached stream and hand the stream to the loop.
+fn start_stream(
+    conn: &mut Conn,
+    rx: crate::stream::StreamReceiver,
+    framing: ResponseFraming,
+    keep_alive: bool,
+    completion: Completion,
+    ctx: &mut Context<'_>,
+) -> After {
+    match conn.write_all_wait(ctx.out, CLIENT_IDLE_TIMEOUT, ctx.slot, ctx.beat_every) {
+        Ok(()) => After::Stream(Box::new(Streaming {
+            rx,
+            chunked: framing == ResponseFraming::Chunked,
+            keep_alive,
+            sent: 0,
+            completion,
+        })),
+        Err(e) => {
+            log::debug!("client went away before its stream started: {e}");
+            After::Close
+        }
     }
 }
 
@@ -330,6 +425,10 @@ fn write_response(
             .map(|()| 0);
     }
     match body {
+        // A stream for a HEAD request or a bodiless status: nothing to send.
+        ResponseBody::Channel(_) => conn
+            .write_all_wait(ctx.out, CLIENT_IDLE_TIMEOUT, slot, beat)
+            .map(|()| 0),
         ResponseBody::Empty => conn
             .write_all_wait(ctx.out, CLIENT_IDLE_TIMEOUT, slot, beat)
             .map(|()| 0),

@@ -8,6 +8,7 @@
 
 mod conn;
 mod exchange;
+mod streams;
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
@@ -52,6 +53,8 @@ const LINGER: Duration = Duration::from_secs(2);
 const HEAD_RECHECK_BYTES: usize = 4096;
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+/// Producer threads of detached streams wake the loop through this.
+const WAKER_TOKEN: Token = Token(usize::MAX - 2);
 /// Tokens below this are listeners; connections start here.
 const FIRST_CONN: usize = 1 << 20;
 
@@ -107,6 +110,8 @@ struct Worker<'a> {
     open: usize,
     /// Connections with buffered bytes or news to look at, in arrival order.
     ready: VecDeque<usize>,
+    /// Connections pumping a detached stream.
+    streaming: Vec<usize>,
     lifecycle: Lifecycle,
     served: u64,
     beat_every: Duration,
@@ -166,6 +171,9 @@ impl<'a> Worker<'a> {
                 Interest::READABLE,
             )
             .map_err(|e| fail("registering the signal pipe", e))?;
+        let waker =
+            mio::Waker::new(poll.registry(), WAKER_TOKEN).map_err(|e| fail("stream waker", e))?;
+        crate::stream::set_waker(std::sync::Arc::new(waker));
 
         let beat_every = spec.config.timeout.map_or(Duration::from_secs(1), |t| {
             (t / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
@@ -185,6 +193,7 @@ impl<'a> Worker<'a> {
             free: Vec::new(),
             open: 0,
             ready: VecDeque::new(),
+            streaming: Vec::new(),
             lifecycle: Lifecycle::Serving,
             served: 0,
             beat_every,
@@ -224,6 +233,7 @@ impl<'a> Worker<'a> {
             for event in events.iter() {
                 match event.token() {
                     SIGNAL_TOKEN => self.handle_signals(),
+                    WAKER_TOKEN => {}
                     Token(i) if i < FIRST_CONN => {
                         if let Some(flag) = self.acceptable.get_mut(i) {
                             *flag = true;
@@ -241,6 +251,7 @@ impl<'a> Worker<'a> {
             }
             self.accept_one();
             self.process_ready();
+            self.pump_streams();
             self.expire(Instant::now());
         }
         if self.spec.slot.state() != WorkerState::Retiring {
@@ -356,10 +367,14 @@ impl<'a> Worker<'a> {
     }
 
     fn close(&mut self, k: usize) {
-        if let Some(conn) = self.conns.get_mut(k).and_then(Option::take) {
+        if let Some(mut conn) = self.conns.get_mut(k).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut SourceFd(&conn.fd()));
             self.free.push(k);
             self.open -= 1;
+            if let Some(stream) = conn.stream.take() {
+                // Dropping the receiver tells the producer the client is gone.
+                self.end_stream(k, *stream);
+            }
         }
     }
 
@@ -389,6 +404,15 @@ impl<'a> Worker<'a> {
         if conn.phase == Phase::Lingering {
             conn.buf.clear();
             if conn.read_eof {
+                self.close(k);
+            }
+            return;
+        }
+        if conn.phase == Phase::Streaming {
+            // A stream's client that hangs up is gone; anything it pipelines
+            // waits for the stream to end.
+            if conn.read_eof {
+                log::debug!("client {:?} left its stream", conn.peer);
                 self.close(k);
             }
             return;
@@ -479,12 +503,27 @@ impl<'a> Worker<'a> {
             may_keep_alive,
             beat_every: self.beat_every,
             slow_request_threshold: self.spec.config.slow_request_threshold,
+            may_open_stream: self.streaming.len() < self.spec.config.max_streams_per_worker,
             access_format: self.access_format.as_ref(),
             clock: &mut self.clock,
             out: &mut self.out,
         };
         let after = run(conn, &mut ctx);
+        self.after_exchange(k, after);
+    }
+
+    /// Keep, linger on, close or start streaming on connection `k`.
+    fn after_exchange(&mut self, k: usize, after: After) {
+        let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) else {
+            return;
+        };
         match after {
+            After::Stream(stream) => {
+                conn.phase = Phase::Streaming;
+                conn.deadline = Instant::now() + stream.rx.idle_timeout;
+                conn.stream = Some(stream);
+                self.streaming.push(k);
+            }
             After::KeepAlive if conn.read_eof && conn.buf.is_empty() => {
                 // The client has said all it will say (a half-close).
                 self.close(k);
@@ -526,6 +565,10 @@ impl<'a> Worker<'a> {
                     exchange::reject(conn, 408, "the request head took too long to arrive", ctx)
                 }),
                 Phase::Idle | Phase::Lingering => self.close(k),
+                Phase::Streaming => {
+                    log::debug!("a stream to {:?} went idle too long; closing it", conn.peer);
+                    self.close(k);
+                }
             }
             // A connection sent into Lingering by the 408 has a fresh deadline.
         }
