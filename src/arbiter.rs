@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::app::App;
 use crate::config::Config;
 use crate::control::{self, Command};
 use crate::critical;
@@ -45,8 +44,7 @@ pub const EXIT_WORKER_BOOT_ERROR: i32 = 3;
 /// Exit status when the app cannot be loaded (as gunicorn).
 pub const EXIT_APP_LOAD_ERROR: i32 = 4;
 
-/// Builds the app in each worker, after fork.
-pub type AppFactory = Box<dyn Fn() -> Result<Box<dyn App>, String>>;
+use crate::server::{AppFactory, Hooks};
 
 /// Re-reads the configuration on HUP (the config file may have changed).
 pub type Reloader = Box<dyn Fn() -> Result<Config, String>>;
@@ -138,8 +136,11 @@ pub struct Arbiter {
     /// systemd's NOTIFY_SOCKET, if we run under it.
     notifier: Notifier,
     reloader: Option<Reloader>,
+    hooks: Hooks,
     /// Readiness still to be announced: at start, and after each reload.
     is_announcing: bool,
+    /// Every worker has served at least once (when_ready ran).
+    has_been_ready: bool,
     next_watchdog: Option<Instant>,
     pidfile: Option<Pidfile>,
     /// How to start a new master on USR2; None when it cannot be done.
@@ -179,7 +180,9 @@ impl Arbiter {
             next_watchdog: notifier.watchdog_every.map(|every| now + every),
             notifier,
             reloader: None,
+            hooks: Hooks::default(),
             is_announcing: true,
+            has_been_ready: false,
             wanted: config.workers,
             listener_names: listeners.iter().map(|l| l.name.clone()).collect(),
             next_memory_check: now + config.memory_check_interval,
@@ -247,6 +250,12 @@ impl Arbiter {
         Ok(())
     }
 
+    /// Run `hooks` at their points in the master's life.
+    pub fn with_hooks(mut self, hooks: Hooks) -> Arbiter {
+        self.hooks = hooks;
+        self
+    }
+
     /// Re-read settings with `reloader` on every HUP.
     pub fn with_reloader(mut self, reloader: Reloader) -> Arbiter {
         self.reloader = Some(reloader);
@@ -273,7 +282,7 @@ impl Arbiter {
             self.retire_surplus();
             self.serve_control();
             self.serve_metrics();
-            self.tell_systemd(Instant::now());
+            self.announce_readiness(Instant::now());
             if self.is_finished() {
                 break;
             }
@@ -285,6 +294,9 @@ impl Arbiter {
             if server.is_bound_at(&path) {
                 let _ = std::fs::remove_file(path);
             }
+        }
+        if let Some(hook) = &self.hooks.on_exit {
+            hook();
         }
         match self.halt_reason.take() {
             Some(reason) => critical!("Shutting down: {reason}"),
@@ -365,6 +377,9 @@ impl Arbiter {
             log::info!("Handling {why}; resuming workers stopped by WINCH");
             self.is_paused = false;
         }
+        if let Some(hook) = &self.hooks.on_reload {
+            hook();
+        }
         if let Some(reloader) = &self.reloader {
             match reloader() {
                 Ok(config) => self.apply_config(config),
@@ -382,9 +397,10 @@ impl Arbiter {
         self.is_announcing = true;
     }
 
-    /// READY=1 once every wanted worker of the current generation serves
-    /// (at start and after a reload), and the watchdog ping while healthy.
-    fn tell_systemd(&mut self, now: Instant) {
+    /// Once every wanted worker of the current generation serves (at start
+    /// and after a reload): finish an upgrade takeover, run `when_ready` the
+    /// first time, and tell systemd READY=1; plus the watchdog ping.
+    fn announce_readiness(&mut self, now: Instant) {
         if self.lifecycle != Lifecycle::Running {
             return;
         }
@@ -394,11 +410,14 @@ impl Arbiter {
             .filter(|w| w.generation == self.generation && w.is_ready())
             .count();
         self.complete_takeover(ready >= self.wanted);
-        if !self.notifier.is_active() {
-            return;
-        }
         if self.is_announcing && ready >= self.wanted {
             self.is_announcing = false;
+            if !self.has_been_ready {
+                self.has_been_ready = true;
+                if let Some(hook) = &self.hooks.when_ready {
+                    hook();
+                }
+            }
             let served = self.snapshot().totals.requests;
             self.notifier.send(&format!(
                 "READY=1\nSTATUS={ready} workers serving, {served} requests served"
@@ -815,6 +834,7 @@ impl Arbiter {
                 notify_fd: self.notify_write.as_fd().as_raw_fd(),
                 close_fds,
                 app: &*self.app,
+                on_exit: self.hooks.on_worker_exit.as_deref(),
             };
             worker::run(spec);
         }

@@ -64,6 +64,12 @@ impl Loaded {
         e
     }
 
+    /// Whether an APP argument was given (on the command line, in
+    /// FORKHORN_CMD_ARGS or in the file), as opposed to defaulted.
+    pub fn app_given(&self) -> bool {
+        self.matches.value_source("app") != Some(clap::parser::ValueSource::DefaultValue)
+    }
+
     /// The resolved settings as a config file `-c` accepts back.
     pub fn to_toml(&self) -> String {
         let mut out = String::from("# forkhorn configuration, resolved from every source\n");

@@ -28,9 +28,12 @@ pub mod logging;
 pub mod metrics;
 pub mod oneshot;
 pub mod pidfile;
+pub mod server;
 pub mod stats;
 pub mod stream;
 pub mod sys;
 pub mod systemd;
 pub mod upgrade;
 pub mod worker;
+
+pub use server::{Server, run};

@@ -1,6 +1,6 @@
 //! `chaos`: routes that misbehave on purpose, to exercise supervision.
 //!
-//! `/sleep?s=N`, `/spin?s=N`, `/crash`, `/exit?code=N`, `/leak?mb=N`,
+//! `/sleep?s=N`, `/spin?s=N`, `/crash`, `/panic`, `/exit?code=N`, `/leak?mb=N`,
 //! `/stream?chunks=N&interval_ms=M`, `/detached?chunks=N&interval_ms=M` (the
 //! same from a producer thread, as a detached stream), `/orphan?s=N` (leaves an orphaned
 //! grandchild behind), `/pid`; anything else answers with the pid.
@@ -59,6 +59,7 @@ impl crate::app::App for Chaos {
                 respond(200, "text/plain", pid_body())
             }
             "/crash" => std::process::abort(),
+            "/panic" => panic!("chaos /panic: a panic in the app, on purpose"),
             "/exit" => std::process::exit(query_param(&target, "code").unwrap_or(1)),
             "/leak" => {
                 let mb: usize = query_param(&target, "mb").unwrap_or(1);

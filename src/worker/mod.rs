@@ -75,6 +75,8 @@ pub struct Spec<'a> {
     /// Descriptors of the master's that the worker must not keep.
     pub close_fds: Vec<RawFd>,
     pub app: AppFactory<'a>,
+    /// Run just before a normal exit (the `on_worker_exit` hook).
+    pub on_exit: Option<&'a dyn Fn()>,
 }
 
 /// Run the worker; never returns.
@@ -83,6 +85,9 @@ pub fn run(spec: Spec<'_>) -> ! {
     let code = match Worker::boot(&spec) {
         Ok(mut worker) => {
             worker.serve();
+            if let Some(hook) = spec.on_exit {
+                hook();
+            }
             0
         }
         Err(code) => code,

@@ -67,7 +67,7 @@ pub fn fresh_dir() -> PathBuf {
 pub struct Lines(Arc<Mutex<Vec<String>>>);
 
 impl Lines {
-    fn collect_from(pipe: impl Read + Send + 'static) -> Lines {
+    pub fn collect_from(pipe: impl Read + Send + 'static) -> Lines {
         let lines = Lines::default();
         let sink = lines.clone();
         std::thread::spawn(move || {

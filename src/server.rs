@@ -1,0 +1,468 @@
+//! Starting a server: from forkhorn's command line (the `forkhorn` binary,
+//! or [`run`] in a program of your own), or configured in code with
+//! [`Server::builder`].
+//!
+//! Either way the same checks run: every setting becomes a command-line word
+//! parsed by the one flag definition (see `config_file`), so a setting means
+//! the same thing in a file, in `FORKHORN_CMD_ARGS`, on the command line or
+//! in a builder call.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::App;
+use crate::arbiter::Arbiter;
+use crate::config::{Config, ConfigError};
+use crate::config_file;
+use crate::listener::{BindSpec, Listener};
+use crate::{apps, logging};
+
+/// Exit status for a bad command line or configuration.
+const EXIT_USAGE: u8 = 2;
+/// Exit status when the server cannot start (bind, log file, pidfile).
+const EXIT_STARTUP: u8 = 1;
+
+/// Builds one worker's app, in the worker, after fork.
+pub type AppFactory = Arc<dyn Fn() -> Result<Box<dyn App>, String>>;
+
+/// A hook: a function with no arguments, run at a point in the server's life.
+pub type Hook = Box<dyn Fn()>;
+
+/// Functions run at points in the server's life.
+///
+/// All but `on_worker_exit` run in the master process, which forks workers
+/// and so must stay single-threaded: a hook must not leave a thread running.
+#[derive(Default)]
+pub struct Hooks {
+    /// In the master, before the listeners are bound.
+    pub on_starting: Option<Hook>,
+    /// In the master, once every worker first serves.
+    pub when_ready: Option<Hook>,
+    /// In the master, on each reload (HUP), before new workers start.
+    pub on_reload: Option<Hook>,
+    /// In the master, just before it exits.
+    pub on_exit: Option<Hook>,
+    /// In each worker, just before it exits normally.
+    pub on_worker_exit: Option<Hook>,
+}
+
+/// Where workers get their app.
+enum AppSource {
+    /// The built-in app named by the APP argument (the `forkhorn` binary).
+    BuiltIn,
+    /// The program's own app; APP is not accepted.
+    Custom(AppFactory),
+}
+
+/// Serve `app` with forkhorn's whole command line (every flag but the APP
+/// argument) and supervision; returns the exit status for `main`.
+///
+/// Each worker gets its own clone of `app`, made after fork, so nothing the
+/// app holds is shared between processes. For state that must be built in
+/// the worker (a connection pool, say) use [`Server::builder`] with
+/// [`Builder::app_factory`].
+///
+/// ```no_run
+/// use forkhorn::app::{respond, Request, Response};
+///
+/// fn main() -> std::process::ExitCode {
+///     forkhorn::run(|_req: Request<'_>| -> Response { respond(200, "text/plain", "hi\n") })
+/// }
+/// ```
+pub fn run<A: App + Clone + 'static>(app: A) -> ExitCode {
+    let factory: AppFactory = Arc::new(move || Ok(Box::new(app.clone()) as Box<dyn App>));
+    launch(
+        std::env::args_os().collect(),
+        AppSource::Custom(factory),
+        Hooks::default(),
+    )
+}
+
+/// The `forkhorn` binary: built-in apps, and `forkhorn ctl`.
+pub fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "ctl") {
+        use clap::Parser;
+        return match crate::control::CtlArgs::try_parse_from(std::env::args_os().skip(1)) {
+            Ok(args) => ExitCode::from(u8::try_from(crate::control::main(&args)).unwrap_or(1)),
+            Err(e) => clap_error(e),
+        };
+    }
+    launch(
+        std::env::args_os().collect(),
+        AppSource::BuiltIn,
+        Hooks::default(),
+    )
+}
+
+/// A server configured in code, for programs with a command line of their own.
+pub struct Server;
+
+impl Server {
+    /// Start configuring a server.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use forkhorn::app::{respond, Request, Response};
+    ///
+    /// let status = forkhorn::Server::builder()
+    ///     .bind("127.0.0.1:8080")
+    ///     .workers(4)
+    ///     .timeout(Duration::from_secs(10))
+    ///     .app(|_req: Request<'_>| -> Response { respond(200, "text/plain", "hi\n") })
+    ///     .when_ready(|| eprintln!("serving"))
+    ///     .run();
+    /// ```
+    pub fn builder() -> Builder {
+        Builder {
+            words: Vec::new(),
+            app: None,
+            hooks: Hooks::default(),
+        }
+    }
+}
+
+/// Settings for [`Server::builder`]; finish with [`Builder::run`].
+pub struct Builder {
+    /// Settings as command-line words (validated like the command line).
+    words: Vec<OsString>,
+    app: Option<AppFactory>,
+    hooks: Hooks,
+}
+
+impl Builder {
+    /// Set any flag by its long name, as on the command line:
+    /// `.option("max-requests", "1000")`. Repeat for list flags like `bind`.
+    pub fn option(mut self, flag: &str, value: impl ToString) -> Builder {
+        self.words
+            .push(format!("--{flag}={}", value.to_string()).into());
+        self
+    }
+
+    /// Turn on a switch flag such as `no-control-socket`.
+    pub fn switch(mut self, flag: &str) -> Builder {
+        self.words.push(format!("--{flag}").into());
+        self
+    }
+
+    /// Listen on `addr` (`HOST:PORT`, `[IPV6]:PORT`, `unix:PATH`, `fd://N`);
+    /// call again for more listeners.
+    pub fn bind(self, addr: &str) -> Builder {
+        self.option("bind", addr)
+    }
+
+    /// Worker processes to run.
+    pub fn workers(self, n: usize) -> Builder {
+        self.option("workers", n)
+    }
+
+    /// Heartbeat silence after which a worker is replaced (zero: never).
+    pub fn timeout(self, d: Duration) -> Builder {
+        self.option("timeout", d.as_secs_f64())
+    }
+
+    /// Time workers get to finish on stop or reload.
+    pub fn graceful_timeout(self, d: Duration) -> Builder {
+        self.option("graceful-timeout", d.as_secs_f64())
+    }
+
+    /// Idle keep-alive time (zero: no keep-alive).
+    pub fn keep_alive(self, d: Duration) -> Builder {
+        self.option("keep-alive", d.as_secs_f64())
+    }
+
+    /// Recycle workers after `n` requests plus up to `jitter` more.
+    pub fn max_requests(self, n: u64, jitter: u64) -> Builder {
+        self.option("max-requests", n)
+            .option("max-requests-jitter", jitter)
+    }
+
+    /// Access log file (`-` for stdout).
+    pub fn access_log(self, path: &str) -> Builder {
+        self.option("access-logfile", path)
+    }
+
+    /// Error log file (`-` for stderr) and level.
+    pub fn error_log(self, path: &str, level: &str) -> Builder {
+        self.option("error-logfile", path)
+            .option("log-level", level)
+    }
+
+    /// Serve `app`; each worker gets its own clone, made after fork.
+    pub fn app<A: App + Clone + 'static>(mut self, app: A) -> Builder {
+        self.app = Some(Arc::new(move || Ok(Box::new(app.clone()) as Box<dyn App>)));
+        self
+    }
+
+    /// Build each worker's app in the worker, after fork (per-worker state
+    /// such as connection pools starts here). An `Err` stops the server
+    /// with exit status 4, naming the error.
+    pub fn app_factory<A, F>(mut self, factory: F) -> Builder
+    where
+        A: App + 'static,
+        F: Fn() -> Result<A, String> + 'static,
+    {
+        self.app = Some(Arc::new(move || {
+            factory().map(|a| Box::new(a) as Box<dyn App>)
+        }));
+        self
+    }
+
+    /// Run `f` in the master before binding.
+    pub fn on_starting(mut self, f: impl Fn() + 'static) -> Builder {
+        self.hooks.on_starting = Some(Box::new(f));
+        self
+    }
+
+    /// Run `f` in the master once every worker first serves.
+    pub fn when_ready(mut self, f: impl Fn() + 'static) -> Builder {
+        self.hooks.when_ready = Some(Box::new(f));
+        self
+    }
+
+    /// Run `f` in the master on each reload.
+    pub fn on_reload(mut self, f: impl Fn() + 'static) -> Builder {
+        self.hooks.on_reload = Some(Box::new(f));
+        self
+    }
+
+    /// Run `f` in the master just before it exits.
+    pub fn on_exit(mut self, f: impl Fn() + 'static) -> Builder {
+        self.hooks.on_exit = Some(Box::new(f));
+        self
+    }
+
+    /// Run `f` in each worker just before it exits normally.
+    pub fn on_worker_exit(mut self, f: impl Fn() + 'static) -> Builder {
+        self.hooks.on_worker_exit = Some(Box::new(f));
+        self
+    }
+
+    /// Start serving; returns when the server stops, with its exit status.
+    pub fn run(self) -> ExitCode {
+        let Some(app) = self.app else {
+            eprintln!(
+                "forkhorn: the server has no app; call .app(...) or .app_factory(...) on the builder"
+            );
+            return ExitCode::from(EXIT_USAGE);
+        };
+        let program = std::env::args_os()
+            .next()
+            .unwrap_or_else(|| "forkhorn".into());
+        let argv = std::iter::once(program).chain(self.words).collect();
+        launch(argv, AppSource::Custom(app), self.hooks)
+    }
+}
+
+/// Load the settings, bind, and run the master until it stops.
+fn launch(argv: Vec<OsString>, source: AppSource, hooks: Hooks) -> ExitCode {
+    let loaded = match config_file::load(argv.clone()) {
+        Ok(loaded) => loaded,
+        Err(e) => return clap_error(e),
+    };
+    let args = &loaded.args;
+    let builtin = matches!(source, AppSource::BuiltIn);
+    if !builtin && loaded.app_given() {
+        eprintln!(
+            "forkhorn: this program serves its own app; it takes no APP argument ({:?})",
+            args.app
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let checked = loaded.config().and_then(|c| {
+        if builtin {
+            apps::check(&c.app).map_err(ConfigError)?;
+        }
+        Ok(c)
+    });
+    let mut config = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("forkhorn: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if args.print_config {
+        print!("{}", loaded.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    if args.check_config {
+        return match check_config(&config) {
+            Ok(()) => {
+                println!("forkhorn: configuration OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("forkhorn: {e}");
+                ExitCode::from(EXIT_STARTUP)
+            }
+        };
+    }
+    if let Err(e) = logging::init(
+        &config.error_log,
+        config.access_log.as_ref(),
+        config.log_level,
+    ) {
+        eprintln!("forkhorn: {e}");
+        return ExitCode::from(EXIT_STARTUP);
+    }
+    crate::sys::process::raise_fd_limit();
+    if let Some(mask) = config.umask {
+        crate::sys::user::set_umask(mask);
+    }
+    if crate::sys::user::is_root() && config.worker_identity.is_none() {
+        log::warn!(
+            "running as root without --user: workers run as root too; pass -u USER to drop privileges"
+        );
+    }
+    // Sockets handed over by an old master (USR2) are exactly its binds;
+    // systemd's replace the default bind and add to explicit ones.
+    let upgrade = crate::upgrade::Inherited::from_env();
+    let from_upgrade = !upgrade.listener_fds.is_empty();
+    let inherited = if from_upgrade {
+        upgrade.listener_fds.clone()
+    } else {
+        crate::systemd::listen_fds()
+    };
+    adopt_inherited(
+        &mut config,
+        &inherited,
+        from_upgrade || args.bind.is_empty(),
+        upgrade.metrics_fd,
+    );
+    if let Some(hook) = &hooks.on_starting {
+        hook();
+    }
+    let mut listeners = Vec::new();
+    for spec in &config.binds {
+        match Listener::bind(spec, config.backlog) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                // Unix socket files already created are removed again.
+                listeners.iter().for_each(Listener::remove_socket_file);
+                log::error!("{e}");
+                eprintln_if_logging_elsewhere(&config, &e.to_string());
+                return ExitCode::from(EXIT_STARTUP);
+            }
+        }
+    }
+    let factory: AppFactory = match source {
+        AppSource::BuiltIn => {
+            let spec = config.app.clone();
+            Arc::new(move || apps::build(&spec))
+        }
+        AppSource::Custom(f) => f,
+    };
+    let arbiter = match Arbiter::new(config.clone(), listeners, factory) {
+        Ok(a) => a,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln_if_logging_elsewhere(&config, &e.to_string());
+            return ExitCode::from(EXIT_STARTUP);
+        }
+    };
+    // HUP re-reads every source, the config file included.
+    let reload = move || -> Result<Config, String> {
+        let loaded = config_file::load(argv.clone()).map_err(|e| first_line(&e))?;
+        let mut config = loaded.config().map_err(|e| e.to_string())?;
+        if builtin {
+            apps::check(&config.app)?;
+        }
+        let replace = from_upgrade || loaded.args.bind.is_empty();
+        adopt_inherited(&mut config, &inherited, replace, upgrade.metrics_fd);
+        Ok(config)
+    };
+    let mut arbiter = arbiter.with_reloader(Box::new(reload)).with_hooks(hooks);
+    if let Some(relaunch) = crate::upgrade::Relaunch::from_current_process() {
+        arbiter = arbiter.with_relaunch(relaunch);
+    }
+    if let Some(old) = upgrade.old_master {
+        arbiter = arbiter.taking_over_from(old);
+    }
+    ExitCode::from(u8::try_from(arbiter.run()).unwrap_or(1))
+}
+
+/// Inherited listening sockets (systemd's, or an old master's on upgrade)
+/// replace the binds, or add to explicit ones; an old master's metrics
+/// socket replaces the metrics bind.
+fn adopt_inherited(
+    config: &mut Config,
+    inherited: &[std::os::fd::RawFd],
+    replace: bool,
+    metrics_fd: Option<std::os::fd::RawFd>,
+) {
+    if !inherited.is_empty() {
+        if replace {
+            config.binds.clear();
+        }
+        config
+            .binds
+            .extend(inherited.iter().map(|&fd| BindSpec::Fd(fd)));
+    }
+    if let Some(fd) = metrics_fd {
+        config.metrics_bind = Some(BindSpec::Fd(fd));
+    }
+}
+
+/// `--check-config`: everything a start would need, without serving:
+/// binds (bound and released at once), log files, the pidfile's directory.
+fn check_config(config: &Config) -> Result<(), String> {
+    for spec in &config.binds {
+        let listener = Listener::bind(spec, 1).map_err(|e| e.to_string())?;
+        listener.remove_socket_file();
+    }
+    for target in std::iter::once(&config.error_log).chain(config.access_log.as_ref()) {
+        if let logging::LogTarget::File(path) = target {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+        }
+    }
+    if let Some(pidfile) = &config.pidfile {
+        let dir = pidfile
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            return Err(format!(
+                "pidfile directory {} does not exist",
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A start-up failure must reach the person at the terminal even when the
+/// error log goes to a file.
+fn eprintln_if_logging_elsewhere(config: &Config, message: &str) {
+    if config.error_log != logging::LogTarget::Stderr {
+        eprintln!("forkhorn: {message}");
+    }
+}
+
+/// clap's errors come with usage text; forkhorn prints one line with the
+/// problem and where to look.
+fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("forkhorn: {} (see forkhorn --help)", first_line(&e));
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// The one line of a clap error that says what is wrong.
+fn first_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_owned()
+}
