@@ -101,6 +101,8 @@ enum Lifecycle {
     },
 }
 
+/// The master process's state: its workers, listeners and sockets, and
+/// where it is in its life. One per process; `run` is its whole life.
 pub struct Arbiter {
     config: Config,
     listeners: Vec<Listener>,

@@ -103,6 +103,10 @@ impl Listener {
     }
 }
 
+/// How long the kernel holds a connection that has sent nothing before
+/// handing it to accept() anyway.
+const DEFER_ACCEPT_SECS: i32 = 5;
+
 fn tcp_name(addr: SocketAddr) -> String {
     format!("http://{addr}")
 }
@@ -116,7 +120,9 @@ fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<Listener> {
     socket
         .bind(&addr.into())
         .map_err(|e| bind_error(&addr.to_string(), e))?;
-    socket.listen(backlog)?;
+        socket.listen(backlog)?;
+    // Best effort: without it workers still serve, just less evenly.
+    let _ = crate::sys::sockopt::defer_accept(socket.as_raw_fd(), DEFER_ACCEPT_SECS);
     let local = socket.local_addr()?.as_socket().unwrap_or(addr);
     Ok(Listener {
         socket,

@@ -7,4 +7,5 @@ pub mod process;
 pub mod procfs;
 pub mod shm;
 pub mod signals;
+pub mod sockopt;
 pub mod user;

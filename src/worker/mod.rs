@@ -63,9 +63,13 @@ pub type AppFactory<'a> = &'a dyn Fn() -> Result<Box<dyn App>, String>;
 
 /// Everything a worker gets from the master at fork.
 pub struct Spec<'a> {
+    /// The settings (limits, timeouts, keep-alive) the worker serves by.
     pub config: &'a Config,
+    /// The master's listening sockets, shared by every worker.
     pub listeners: &'a [Listener],
+    /// This worker's heartbeat slot; the worker stamps it, the master reads it.
     pub slot: &'a Slot,
+    /// The master's pid: a worker whose parent is no longer this exits.
     pub master: Pid,
     /// This worker's request quota (max-requests plus its jitter); None = no limit.
     pub max_requests: Option<u64>,
@@ -73,7 +77,8 @@ pub struct Spec<'a> {
     /// this worker's state changed (booted, retiring).
     pub notify_fd: RawFd,
     /// Descriptors of the master's that the worker must not keep.
-    pub close_fds: Vec<RawFd>,
+        pub close_fds: Vec<RawFd>,
+    /// Builds the worker's app once its setup is done.
     pub app: AppFactory<'a>,
     /// Run just before a normal exit (the `on_worker_exit` hook).
     pub on_exit: Option<&'a dyn Fn()>,
