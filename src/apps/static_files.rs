@@ -79,6 +79,8 @@ pub struct StaticFiles {
 }
 
 impl StaticFiles {
+    /// The app serving `dir`, which must be a directory; its canonical path
+    /// is taken now, in the worker, and is the fence for every request.
     pub fn new(dir: &str) -> Result<StaticFiles, String> {
         check(dir)?;
         let root = fs::canonicalize(dir)
