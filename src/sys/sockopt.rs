@@ -19,5 +19,9 @@ pub fn defer_accept(fd: RawFd, secs: i32) -> io::Result<()> {
             std::mem::size_of::<i32>() as libc::socklen_t,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }

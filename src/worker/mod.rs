@@ -77,7 +77,7 @@ pub struct Spec<'a> {
     /// this worker's state changed (booted, retiring).
     pub notify_fd: RawFd,
     /// Descriptors of the master's that the worker must not keep.
-        pub close_fds: Vec<RawFd>,
+    pub close_fds: Vec<RawFd>,
     /// Builds the worker's app once its setup is done.
     pub app: AppFactory<'a>,
     /// Run just before a normal exit (the `on_worker_exit` hook).
