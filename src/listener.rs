@@ -12,7 +12,9 @@ use socket2::{Domain, SockAddr, Socket, Type};
 /// One `--bind` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindSpec {
+    /// `HOST:PORT` or `[IPV6]:PORT`, the host resolved at parse time.
     Tcp(SocketAddr),
+    /// `unix:PATH`: a socket file, created at bind and removed on exit.
     Unix(PathBuf),
     /// An already-listening socket inherited as this descriptor.
     Fd(RawFd),
@@ -71,6 +73,8 @@ impl BindSpec {
 /// A bound, listening socket shared by all workers.
 #[derive(Debug)]
 pub struct Listener {
+    /// The listening socket, non-blocking. The master binds it before
+    /// forking, so every worker inherits it; only workers accept.
     pub socket: Socket,
     /// What the log and status show: `http://127.0.0.1:8000` or `unix:/run/app.sock`.
     pub name: String,
@@ -91,6 +95,7 @@ impl Listener {
         Ok(listener)
     }
 
+    /// The socket's descriptor, still owned by the listener.
     pub fn fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
@@ -120,7 +125,7 @@ fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<Listener> {
     socket
         .bind(&addr.into())
         .map_err(|e| bind_error(&addr.to_string(), e))?;
-        socket.listen(backlog)?;
+    socket.listen(backlog)?;
     // Best effort: without it workers still serve, just less evenly.
     let _ = crate::sys::sockopt::defer_accept(socket.as_raw_fd(), DEFER_ACCEPT_SECS);
     let local = socket.local_addr()?.as_socket().unwrap_or(addr);
