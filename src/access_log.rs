@@ -47,27 +47,74 @@ enum Atom {
 }
 
 /// A parsed `--access-logformat`.
+///
+/// Parsed when the config is checked and again in each worker; rendering
+/// only walks the atoms, so a bad atom is a start-up error rather than a
+/// broken log line.
+///
+/// ```
+/// use std::time::Duration;
+/// use forkhorn::access_log::{Format, Record};
+///
+/// let format = Format::parse(r#"%(m)s %(U)s q=%(q)s %(s)s %(b)s "%({x-id}i)s""#).unwrap();
+/// let headers = vec![("X-Id".to_owned(), b"42".to_vec())];
+/// let line = format.render(&Record {
+///     peer: None,
+///     method: "GET",
+///     target: "/a?b=1",
+///     version: "HTTP/1.1",
+///     request_headers: &headers,
+///     status: 204,
+///     response_headers: &http::HeaderMap::new(),
+///     body_bytes: 0,
+///     duration: Duration::from_millis(3),
+///     time: "[28/Nov/2026:13:11:49 +0000]",
+/// });
+/// // `%(b)s` prints `-` for an empty body; header names match case-insensitively.
+/// assert_eq!(line, r#"GET /a q=b=1 204 - "42""#);
+///
+/// assert!(Format::parse("%(zz)s").is_err());
+/// ```
 #[derive(Debug, Clone)]
 pub struct Format {
     atoms: Vec<Atom>,
 }
 
 /// What the worker knows about a finished exchange.
+///
+/// The worker builds one per response (`worker::exchange`) and drops it once
+/// the line is rendered; every field borrows from the finished exchange.
 pub struct Record<'a> {
+    /// Client address (`%(h)s` prints its IP); `None` when the socket has
+    /// no IP peer, e.g. a Unix socket. Renders as `-`.
     pub peer: Option<&'a SocketAddr>,
+    /// Request method as sent (`%(m)s`).
     pub method: &'a str,
+    /// Request target as sent, query included; `%(U)s` and `%(q)s` split
+    /// it at the first `?`.
     pub target: &'a str,
+    /// Protocol, e.g. `HTTP/1.1` (`%(H)s`).
     pub version: &'a str,
+    /// Request headers in arrival order, names as sent; lookups ignore case.
     pub request_headers: &'a [(String, Vec<u8>)],
+    /// Response status code (`%(s)s`).
     pub status: u16,
+    /// Response headers, for `%({name}o)s`.
     pub response_headers: &'a http::HeaderMap,
+    /// Response body bytes written, excluding head and chunk framing; 0 if
+    /// the client went away mid-write (`%(B)s`, `%(b)s`).
     pub body_bytes: u64,
+    /// Time from request start to the end of the response (`%(T)s`,
+    /// `%(M)s`, `%(D)s`, `%(L)s`).
     pub duration: Duration,
     /// Request start as `[%d/%b/%Y:%H:%M:%S %z]`.
     pub time: &'a str,
 }
 
 impl Format {
+    /// Parses gunicorn-style `%(atom)s` atoms; any other text is copied
+    /// as is. Fails, naming the atom, on an unknown atom or an unclosed
+    /// `%(`.
     pub fn parse(format: &str) -> Result<Format, String> {
         let mut atoms = Vec::new();
         let mut literal = String::new();
@@ -95,6 +142,8 @@ impl Format {
         Ok(Format { atoms })
     }
 
+    /// Renders one log line (no trailing newline). Missing values (no
+    /// peer, absent header, unset env var) render as `-`.
     pub fn render(&self, r: &Record<'_>) -> String {
         let mut out = String::with_capacity(160);
         for atom in &self.atoms {

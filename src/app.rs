@@ -13,7 +13,32 @@ pub type Response = http::Response<ResponseBody>;
 
 /// An app: anything that turns a request into a response. A worker builds
 /// its app after fork, so per-worker state (pools, caches) is never shared.
+///
+/// Any `FnMut(Request) -> Response` closure is an app, so an app can be
+/// called directly, without a server:
+///
+/// ```
+/// use forkhorn::app::{self, App, Body, ResponseBody};
+///
+/// let mut hits = 0;
+/// let mut counter = |req: app::Request<'_>| {
+///     hits += 1;
+///     app::respond(200, "text/plain", format!("{} #{hits}", req.uri().path()))
+/// };
+/// let req = http::Request::builder().uri("/count").body(Body::empty()).unwrap();
+/// let resp = counter.call(req);
+/// assert_eq!(resp.status(), 200);
+/// assert_eq!(resp.headers()["content-type"], "text/plain");
+/// match resp.body() {
+///     ResponseBody::Bytes(b) => assert_eq!(b, b"/count #1"),
+///     _ => panic!("expected a bytes body"),
+/// }
+/// ```
 pub trait App {
+    /// Serves one request, in the worker process, one request at a time.
+    /// The worker's heartbeat advances only while it reads the body or
+    /// writes to the client, so a call that computes for longer than
+    /// `--timeout` without doing either gets the worker killed.
     fn call(&mut self, req: Request<'_>) -> Response;
 }
 
@@ -86,6 +111,10 @@ impl Read for Body<'_> {
 /// Where a streamed response's chunks go. Each `send` reaches the client (or
 /// fails) before it returns, and counts as progress for the worker's heartbeat.
 pub trait ChunkSink {
+    /// Writes `data` to the client as one chunk (as raw bytes to an HTTP/1.0
+    /// client, whose response ends at close). An empty `data` sends nothing,
+    /// so it cannot end the stream early. An error means the client is gone:
+    /// stop producing.
     fn send(&mut self, data: &[u8]) -> io::Result<()>;
 }
 
@@ -94,11 +123,16 @@ pub type StreamFn = Box<dyn FnOnce(&mut dyn ChunkSink) -> io::Result<()>>;
 
 /// A response body.
 pub enum ResponseBody {
+    /// No body; `Content-Length: 0` unless the status forbids a body.
     Empty,
+    /// The whole body in memory, sent with the head in one write.
     Bytes(Vec<u8>),
     /// Read to the end; `len` known ahead gives a Content-Length, else chunked.
     Reader {
+        /// Source of the body bytes, read in 64 KiB pieces.
         reader: Box<dyn Read>,
+        /// Exact body length if known; the worker stops reading after this
+        /// many bytes.
         len: Option<u64>,
     },
     /// Written chunk by chunk by the app, each flushed at once.
@@ -166,6 +200,21 @@ impl From<()> for ResponseBody {
 }
 
 /// A response with `status`, a content type and `body`.
+///
+/// A status outside 100..=999 becomes 200, and a content type that is not a
+/// valid header value is left out, so this never fails.
+///
+/// ```
+/// use forkhorn::app::{respond, ResponseBody};
+///
+/// let resp = respond(404, "text/plain", "no such page\n");
+/// assert_eq!(resp.status(), 404);
+/// assert_eq!(resp.headers()["content-type"], "text/plain");
+/// assert!(matches!(resp.body(), ResponseBody::Bytes(b) if b == b"no such page\n"));
+///
+/// let empty = respond(204, "text/plain", ());
+/// assert!(matches!(empty.body(), ResponseBody::Empty));
+/// ```
 pub fn respond(status: u16, content_type: &str, body: impl Into<ResponseBody>) -> Response {
     let mut resp = http::Response::new(body.into());
     *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);

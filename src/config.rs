@@ -238,8 +238,12 @@ pub struct Config {
     pub pidfile: Option<PathBuf>,
     /// Access log, if on.
     pub access_log: Option<LogTarget>,
+    /// `--access-logformat`, already known to parse (workers parse it again
+    /// after fork); default [`DEFAULT_ACCESS_LOG_FORMAT`].
     pub access_log_format: String,
+    /// `--error-logfile`; default stderr.
     pub error_log: LogTarget,
+    /// Least severe level written (`--log-level`); default info.
     pub log_level: LogLevel,
     /// Head size limits.
     pub limits: Limits,
@@ -255,6 +259,8 @@ pub struct Config {
     pub metrics_bind: Option<BindSpec>,
     /// Private memory above which a worker is replaced; None = no limit.
     pub max_worker_memory: Option<u64>,
+    /// How often the master reads worker memory (`--memory-check-interval`,
+    /// default 5s, at least 10ms).
     pub memory_check_interval: Duration,
     /// Requests slower than this are logged; None = off.
     pub slow_request_threshold: Option<Duration>,
@@ -266,7 +272,11 @@ pub struct Config {
     pub max_streams_per_worker: usize,
     /// Who workers run as; None = the master's own user.
     pub worker_identity: Option<Identity>,
+    /// With `worker_identity`, also give workers the user's supplementary
+    /// groups (`--initgroups`; default off: the one group only).
     pub initgroups: bool,
+    /// File mode mask the master sets at start-up, so workers inherit it
+    /// (`--umask`); None = keep the one forkhorn was started with.
     pub umask: Option<u32>,
 }
 

@@ -30,6 +30,8 @@ struct Origin {
 
 /// Settings merged from every source.
 pub struct Loaded {
+    /// Every source merged into one set of flags, as if all were given on
+    /// the command line; not yet checked (see [`Loaded::config`]).
     pub args: Args,
     /// The merged matches, for `--print-config`.
     matches: clap::ArgMatches,

@@ -18,16 +18,26 @@ use crate::stats::{Reason, Snapshot};
 /// A command the master carries out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
+    /// `status`: master, listeners, worker count and totals ([`status`]).
     Status,
+    /// `workers`: one row per live worker ([`workers`]).
     Workers,
+    /// `stats`: request counts by status class and restarts by reason ([`stats`]).
     Stats,
+    /// `reload`: as SIGHUP; new workers start, then the old ones finish.
     Reload,
+    /// `reopen`: as SIGUSR1; reopen the log files (after rotation).
     Reopen,
+    /// `worker add [N]`: as N TTINs; raise the wanted worker count by N (default 1).
     AddWorkers(usize),
+    /// `worker remove [N]`: as N TTOUs; lower it by N, never below one.
     RemoveWorkers(usize),
     /// Gracefully stop the worker with this pid (it is replaced).
     KillWorker(i32),
+    /// `shutdown [graceful|quick]`: stop the server, as TERM or INT.
     Shutdown {
+        /// Let workers finish their requests (up to `--graceful-timeout`);
+        /// false for `quick`.
         graceful: bool,
     },
 }
@@ -121,10 +131,13 @@ pub fn bind(path: &Path, replace_live: bool) -> std::io::Result<Socket> {
     Ok(socket)
 }
 
+/// A success reply: `{"ok": true, "message": ...}`.
 pub fn ok(message: impl Into<String>) -> Value {
     json!({"ok": true, "message": message.into()})
 }
 
+/// A failure reply: `{"ok": false, "error": ...}`; `forkhorn ctl` prints
+/// the error and exits non-zero.
 pub fn error(message: impl Into<String>) -> Value {
     json!({"ok": false, "error": message.into()})
 }
@@ -133,6 +146,8 @@ fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
+/// The `status` reply. Durations are in seconds (`_s` keys), to the
+/// millisecond; a disabled timeout is `null`.
 pub fn status(s: &Snapshot) -> Value {
     json!({
         "ok": true,
@@ -157,6 +172,8 @@ pub fn status(s: &Snapshot) -> Value {
     })
 }
 
+/// The `workers` reply: one object per live worker, with the request in
+/// flight (or `null`) and memory from /proc (`null` when unreadable).
 pub fn workers(s: &Snapshot) -> Value {
     let rows: Vec<Value> = s
         .workers
@@ -183,6 +200,8 @@ pub fn workers(s: &Snapshot) -> Value {
     json!({"ok": true, "workers": rows})
 }
 
+/// The `stats` reply: totals over every worker, living and dead. Every
+/// restart reason is listed, zero included, so the keys are stable.
 pub fn stats(s: &Snapshot) -> Value {
     let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
     let by_class: serde_json::Map<String, Value> = classes

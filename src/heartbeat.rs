@@ -55,6 +55,7 @@ impl WorkerState {
         }
     }
 
+    /// Lowercase name, as in `ctl workers` and the metrics' `state` label.
     pub fn as_str(self) -> &'static str {
         match self {
             WorkerState::Booting => "booting",
@@ -146,11 +147,19 @@ const LAST_ERROR_BYTES: usize = 256;
 
 /// What a slot has counted, copied out so it outlives the worker.
 #[derive(Debug, Clone, Default, PartialEq)]
+/// Filled by [`Slot::counts`]; the master sums them over workers with
+/// [`Counts::add`], keeping the counts of reaped workers in its totals.
 pub struct Counts {
+    /// Requests completed.
     pub requests: u64,
+    /// Bytes written to clients: heads, bodies and chunk framing.
     pub bytes_out: u64,
+    /// Responses by status class: index 0 for 1xx ... 4 for 5xx.
     pub status_classes: [u64; 5],
+    /// Request count per [`DURATION_BUCKETS`] bound (not cumulative), with
+    /// the overflow (+Inf) bucket last.
     pub duration_buckets: [u64; DURATION_BUCKETS.len() + 1],
+    /// Sum of request durations in microseconds.
     pub duration_sum_us: u64,
 }
 
@@ -182,10 +191,16 @@ pub struct Slot {
 
 /// A snapshot of the request a worker is serving.
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Read by the master from [`Slot::in_flight`] for timeout log lines and
+/// `ctl workers`. The strings are cut to the slot's fixed sizes.
 pub struct InFlight {
+    /// Request method, at most 16 bytes.
     pub method: String,
+    /// Request target as sent, at most 256 bytes.
     pub target: String,
+    /// Client `ip:port`, or `-` when there is none (Unix socket).
     pub peer: String,
+    /// Time since the worker began the request.
     pub elapsed: Duration,
 }
 
@@ -225,19 +240,24 @@ impl Slot {
         Duration::from_nanos(monotonic_ns().saturating_sub(last))
     }
 
+    /// What the worker last said it is doing (master and worker both read).
     pub fn state(&self) -> WorkerState {
         WorkerState::from_u32(self.cell.state.load(Ordering::Relaxed))
     }
 
+    /// Publish the worker's state; a change of state is also a beat.
+    /// Called by the worker only.
     pub fn set_state(&self, state: WorkerState) {
         self.cell.state.store(state.as_u32(), Ordering::Relaxed);
         self.beat();
     }
 
+    /// Requests this worker has completed.
     pub fn requests(&self) -> u64 {
         self.cell.requests.load(Ordering::Relaxed)
     }
 
+    /// Bytes this worker has written to clients, framing included.
     pub fn bytes_out(&self) -> u64 {
         self.cell.bytes_out.load(Ordering::Relaxed)
     }
@@ -313,6 +333,7 @@ impl Slot {
         self.cell.last_error_len.store(n, Ordering::Release);
     }
 
+    /// The line kept by [`Slot::set_last_error`], if the worker set one.
     pub fn last_error(&self) -> Option<String> {
         let len = self.cell.last_error_len.load(Ordering::Acquire);
         (len > 0).then(|| String::from_utf8_lossy(&self.cell.last_error.load(len)).into_owned())

@@ -19,8 +19,11 @@ use std::sync::{Mutex, OnceLock};
 /// Where a log goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogTarget {
+    /// Standard output (the access log's `-`).
     Stdout,
+    /// Standard error (the error log's `-`, and its default).
     Stderr,
+    /// A file opened with O_APPEND, created if missing; reopened on USR1.
     File(PathBuf),
 }
 
@@ -47,15 +50,25 @@ impl LogTarget {
 /// gunicorn's levels; `critical` has no `log` crate level, so it travels as
 /// an error with the target `critical` (see the `critical!` macro).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+///
+/// Ordered from least to most severe; a line is written when its level is
+/// at or above `--log-level`.
 pub enum LogLevel {
+    /// `debug`; also carries the `log` crate's trace.
     Debug,
+    /// `info`, the default.
     Info,
+    /// `warning` (or `warn`).
     Warning,
+    /// `error`.
     Error,
+    /// `critical`: worker timeouts and failures that stop the server.
     Critical,
 }
 
 impl LogLevel {
+    /// `--log-level` value, any case: debug, info, warning (or warn), error
+    /// or critical. None for anything else.
     pub fn parse(value: &str) -> Option<LogLevel> {
         match value.to_ascii_lowercase().as_str() {
             "debug" => Some(LogLevel::Debug),
@@ -88,6 +101,8 @@ impl LogLevel {
     }
 }
 
+/// The `log` target that marks an error record as CRITICAL; use the
+/// `critical!` macro rather than spelling it.
 pub const CRITICAL_TARGET: &str = "critical";
 
 /// Log at gunicorn's CRITICAL level.

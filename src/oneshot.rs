@@ -31,6 +31,9 @@ struct Conn {
     deadline: Instant,
 }
 
+/// A listening socket and its connections, each answered once and closed.
+/// Owned and driven by the master: `poll_set`, then `service`, then a
+/// `reply` for each `Pending`.
 pub struct OneShotServer {
     listener: Socket,
     /// Inode of our unix socket file, taken at start.
@@ -41,11 +44,17 @@ pub struct OneShotServer {
 
 /// A request waiting for its reply.
 pub struct Pending {
+    /// The connection to `reply` to. Valid only until the next `service`,
+    /// which may drop connections and shift the others.
     pub index: usize,
+    /// The whole request, as many bytes as the framing function said.
     pub request: Vec<u8>,
 }
 
 impl OneShotServer {
+    /// Serve `listener` (made non-blocking here), with `framing` deciding
+    /// when a request is whole. Notes the inode of a unix socket file for
+    /// `is_bound_at`.
     pub fn new(listener: Socket, framing: Framing) -> io::Result<OneShotServer> {
         listener.set_nonblocking(true)?;
         let inode = listener.local_addr().ok().and_then(|a| {
@@ -167,6 +176,7 @@ impl OneShotServer {
         std::fs::metadata(path).is_ok_and(|m| Some(m.ino()) == self.inode)
     }
 
+    /// The listening socket's descriptor, still owned by the server.
     pub fn listener_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
         self.listener.as_raw_fd()

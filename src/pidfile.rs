@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use crate::sys::process::{self, Pid};
 
+/// The master's pidfile, held for the master's life. Dropping it removes
+/// the file, but only while the file still holds our pid: a new master
+/// that took over may have rewritten it.
 pub struct Pidfile {
     path: PathBuf,
     pid: u32,

@@ -27,7 +27,7 @@ pub(crate) fn set_waker(waker: Arc<mio::Waker>) {
 
 struct State {
     chunks: VecDeque<Vec<u8>>,
-    /// The producer finished (dropped every sender, or called `finish`).
+    /// The producer finished: every sender was dropped.
     is_finished: bool,
     /// The client or the worker gave up on the stream.
     is_closed: bool,
@@ -125,6 +125,7 @@ pub struct StreamReceiver {
 
 /// What the receiver has for the worker now.
 pub enum Next {
+    /// The oldest queued chunk (never empty); write it to the client.
     Chunk(Vec<u8>),
     /// Nothing yet; the producer is still at work.
     Pending,
@@ -133,6 +134,9 @@ pub enum Next {
 }
 
 impl StreamReceiver {
+    /// Take the next chunk without waiting, freeing room for a producer
+    /// blocked in `send`. Chunks queued before the last sender was dropped
+    /// are all delivered before `Finished`.
     pub fn next(&self) -> Next {
         let Ok(mut state) = self.shared.state.lock() else {
             return Next::Finished;
@@ -159,7 +163,25 @@ impl Drop for StreamReceiver {
     }
 }
 
-/// A new stream whose queue holds up to `capacity` chunks.
+/// A new stream whose queue holds up to `capacity` chunks (at least 1).
+/// Apps normally call `ResponseBody::channel`, which also wraps the
+/// receiver as the response body.
+///
+/// ```
+/// use std::time::Duration;
+/// use forkhorn::stream::{Closed, Next, channel};
+///
+/// let (tx, rx) = channel(8, Duration::from_secs(60));
+/// tx.send("data: 1\n\n").unwrap();
+/// tx.send("").unwrap(); // empty chunks are dropped, not queued
+/// assert!(matches!(rx.next(), Next::Chunk(c) if c == b"data: 1\n\n"));
+/// assert!(matches!(rx.next(), Next::Pending));
+///
+/// // The producer learns that the client is gone when the receiver is dropped.
+/// drop(rx);
+/// assert!(tx.is_closed());
+/// assert_eq!(tx.send("data: 2\n\n"), Err(Closed));
+/// ```
 pub fn channel(capacity: usize, idle_timeout: Duration) -> (StreamSender, StreamReceiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {

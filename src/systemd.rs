@@ -52,6 +52,8 @@ impl Notifier {
         }
     }
 
+    /// Whether NOTIFY_SOCKET named a usable address (systemd sets it for
+    /// `Type=notify` services).
     pub fn is_active(&self) -> bool {
         self.target.is_some()
     }

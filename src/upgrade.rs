@@ -23,6 +23,8 @@ const FROM: &str = "FORKHORN_UPGRADE_FROM";
 pub struct Inherited {
     /// Listening sockets, in the old master's bind order.
     pub listener_fds: Vec<RawFd>,
+    /// The old master's `--metrics-bind` socket (`FORKHORN_METRICS_FD`),
+    /// reused rather than bound again while the old master still holds it.
     pub metrics_fd: Option<RawFd>,
     /// The master to take over from once our workers serve.
     pub old_master: Option<Pid>,
@@ -53,7 +55,9 @@ impl Inherited {
 /// replaced file at that path is what runs, and the original arguments.
 #[derive(Debug, Clone)]
 pub struct Relaunch {
+    /// Path of the binary, resolved once at start.
     pub exe: PathBuf,
+    /// The arguments after `argv[0]`, unchanged.
     pub args: Vec<OsString>,
 }
 

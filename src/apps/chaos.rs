@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use super::query_param;
 use crate::app::{Request, Response, ResponseBody, respond};
 
+/// Accepts `chaos` and `chaos:boot-fail`; anything else is an error that
+/// names both.
 pub fn check(spec: &str) -> Result<(), String> {
     match spec {
         "chaos" | "chaos:boot-fail" => Ok(()),
@@ -19,12 +21,16 @@ pub fn check(spec: &str) -> Result<(), String> {
     }
 }
 
+/// The `chaos` app; one per worker, built after fork.
 pub struct Chaos {
     /// Memory `/leak` grew and keeps, touched so it is really resident.
     leaked: Vec<Vec<u8>>,
 }
 
 impl Chaos {
+    /// Build the app for this worker. With `chaos:boot-fail` the worker
+    /// exits with status 1 right here, to exercise the master's boot-failure
+    /// handling.
     pub fn new(spec: &str) -> Result<Chaos, String> {
         check(spec)?;
         if spec == "chaos:boot-fail" {

@@ -7,6 +7,22 @@ use base64::Engine;
 
 use crate::app::{RawHeaders, RawTarget, Request, Response, respond};
 
+/// Reads the whole body and answers 200 with JSON: `method`, `target` (as
+/// sent), `version`, `headers` (as sent, in order), `body_base64` and
+/// `trailers`. A body the client cut short is shown as far as it arrived;
+/// another read error gets a 400.
+///
+/// ```
+/// use forkhorn::app::{Body, ResponseBody};
+///
+/// let req = http::Request::post("/items?id=7").body(Body::empty()).unwrap();
+/// let resp = forkhorn::apps::echo::echo(req);
+/// let ResponseBody::Bytes(json) = resp.body() else { panic!("a bytes body") };
+/// let v: serde_json::Value = serde_json::from_slice(json).unwrap();
+/// assert_eq!(v["method"], "POST");
+/// assert_eq!(v["target"], "/items?id=7");
+/// assert_eq!(v["body_base64"], "");
+/// ```
 pub fn echo(mut req: Request<'_>) -> Response {
     let mut body = Vec::new();
     match req.body_mut().read_to_end(&mut body) {

@@ -9,6 +9,8 @@ use std::fmt;
 
 use super::parse::{Limits, ParseError, shown, split_field_line};
 
+/// Why a chunked body was rejected. The worker answers with
+/// [`BodyError::status`] and closes: the rest of the stream cannot be framed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyError {
     /// A byte other than a hex digit where the chunk size starts (a sign, `0x`, whitespace...).
@@ -22,17 +24,32 @@ pub enum BodyError {
     /// Whitespace not followed by `;` (`5 \r\n`): RFC 9112 allows it only before an extension.
     WhitespaceBeforeLineEnd,
     /// The chunk extensions of this body exceed `limit` bytes in total.
-    ChunkExtensionsTooLong { limit: usize },
+    ChunkExtensionsTooLong {
+        /// `Limits::chunk_ext_bytes` in force.
+        limit: usize,
+    },
     /// A line ends in LF without CR; `place` says which line.
-    BareLf { place: &'static str },
+    BareLf {
+        /// The kind of line, e.g. `chunk size line`.
+        place: &'static str,
+    },
     /// A CR not followed by LF; `place` says which line.
-    BareCr { place: &'static str },
+    BareCr {
+        /// The kind of line, e.g. `trailer line`.
+        place: &'static str,
+    },
     /// The byte after a chunk's data is not CR: the data is longer than its size said.
     MissingCrlfAfterData(u8),
     /// The trailer section exceeds `limit` bytes. 431.
-    TrailerTooLarge { limit: usize },
+    TrailerTooLarge {
+        /// `Limits::trailer_bytes` in force.
+        limit: usize,
+    },
     /// More than `limit` trailer fields. 431.
-    TooManyTrailerFields { limit: usize },
+    TooManyTrailerFields {
+        /// The header field limit, `Limits::max_fields`, which trailers share.
+        limit: usize,
+    },
     /// A trailer line starting with SP or HTAB (obsolete line folding).
     TrailerLineFolding,
     /// A field that must not be sent as a trailer (RFC 9110 §6.5.1).
@@ -42,6 +59,7 @@ pub enum BodyError {
 }
 
 impl BodyError {
+    /// The status code to answer with: 431 for the trailer limits, else 400.
     pub fn status(&self) -> u16 {
         match self {
             BodyError::TrailerTooLarge { .. } | BodyError::TooManyTrailerFields { .. } => 431,
@@ -160,6 +178,22 @@ enum Ext {
 }
 
 /// Incremental decoder for `Transfer-Encoding: chunked`.
+///
+/// ```
+/// use forkhorn::http::{ChunkedDecoder, Limits};
+///
+/// let wire = b"5\r\nhello\r\n0\r\nX-Sum: 42\r\n\r\nGET /next HTTP/1.1\r\n";
+/// let mut decoder = ChunkedDecoder::new(&Limits::default());
+/// let mut body = Vec::new();
+/// // Any split of the input gives the same result.
+/// let first = decoder.decode(&wire[..7], &mut body, usize::MAX).unwrap();
+/// let rest = decoder.decode(&wire[first..], &mut body, usize::MAX).unwrap();
+/// assert!(decoder.is_done());
+/// assert_eq!(body, b"hello");
+/// assert_eq!(decoder.trailers(), &[("X-Sum".to_owned(), b"42".to_vec())]);
+/// // It stops right after the body: the next pipelined request is untouched.
+/// assert_eq!(&wire[first + rest..], b"GET /next HTTP/1.1\r\n");
+/// ```
 #[derive(Debug)]
 pub struct ChunkedDecoder {
     state: State,
@@ -176,6 +210,8 @@ pub struct ChunkedDecoder {
 }
 
 impl ChunkedDecoder {
+    /// A decoder at the start of a body, bounded by `limits`' chunk-extension
+    /// and trailer limits (the trailer field count shares `max_fields`).
     pub fn new(limits: &Limits) -> Self {
         ChunkedDecoder {
             state: State::Size { size: 0, digits: 0 },

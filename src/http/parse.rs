@@ -67,13 +67,20 @@ impl Limits {
     }
 }
 
+/// The request's HTTP version; the only two a request may carry (others
+/// are refused with 505). It decides the keep-alive default and whether
+/// chunked framing may be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
+    /// `HTTP/1.0`: closes by default; no transfer codings; `100-continue`
+    /// is ignored.
     Http10,
+    /// `HTTP/1.1`: keep-alive by default.
     Http11,
 }
 
 impl Version {
+    /// The version as written on the request line, e.g. `HTTP/1.1`.
     pub fn as_str(self) -> &'static str {
         match self {
             Version::Http10 => "HTTP/1.0",
@@ -93,14 +100,18 @@ pub enum Framing {
     Chunked,
 }
 
+/// A request head that passed every check; built only by [`parse_head`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
+    /// The method as sent: a token with no lowercase letters.
     pub method: String,
     /// The request target exactly as sent.
     pub target: String,
+    /// `HTTP/1.0` or `HTTP/1.1`.
     pub version: Version,
     /// Fields in the order sent, names as sent, values with surrounding OWS removed.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// How the body that follows the head is delimited.
     pub framing: Framing,
     /// Whether the connection may stay open after this exchange (version default + Connection).
     pub keep_alive: bool,
@@ -124,26 +135,37 @@ impl RequestHead {
 pub enum ParseError {
     /// No line end within `limit` bytes (leading empty lines included). 414.
     RequestLineTooLong {
+        /// `Limits::request_line` in force.
         limit: usize,
     },
     /// A line of the head ends in LF without CR; `line` 1 is the request line.
     BareLf {
+        /// Line number in the head, counting from 1.
         line: usize,
     },
     /// A CR not followed by LF; `line` 1 is the request line.
     BareCr {
+        /// Line number in the head, counting from 1.
         line: usize,
     },
     /// A control byte, DEL, HTAB or non-ASCII byte in the request line.
     InvalidRequestLineByte(u8),
     /// The request line is not `method SP target SP version`.
     MalformedRequestLine(&'static str),
+    /// The method is not a token, or has lowercase letters (`get` is not
+    /// GET; gunicorn refuses it too).
     InvalidMethod {
+        /// The method as sent, escaped and shortened.
         method: String,
+        /// Which rule it broke.
         reason: &'static str,
     },
+    /// The target is not in a form the method allows (RFC 9112 §3.2:
+    /// `/path`, absolute URI, `*` for OPTIONS, `host:port` for CONNECT).
     InvalidTarget {
+        /// The target as sent, escaped and shortened.
         target: String,
+        /// Which rule it broke.
         reason: &'static str,
     },
     /// Not of the form `HTTP/<digit>.<digit>`.
@@ -152,17 +174,23 @@ pub enum ParseError {
     UnsupportedVersion(String),
     /// More than `limit` field lines. 431.
     TooManyFields {
+        /// The field count enforced (`Limits::max_fields`).
         limit: usize,
     },
     /// A field line longer than `limit` bytes. 431.
     FieldTooLong {
+        /// Line number in the head; the request line is 1.
         line: usize,
+        /// `Limits::field_size` in force, CRLF included.
         limit: usize,
     },
     /// A field line starting with SP or HTAB (RFC 9112 §5.2 lets us reject it).
     ObsoleteLineFolding {
+        /// Line number in the head; the request line is 1.
         line: usize,
     },
+    /// A field name that is empty or not a token; holds the name up to and
+    /// including the first bad byte.
     InvalidFieldName(String),
     /// `Name : value`: whitespace after the name (RFC 9112 §5.1 requires 400).
     WhitespaceAfterFieldName(String),
@@ -170,18 +198,28 @@ pub enum ParseError {
     MissingColon(String),
     /// A control byte (other than HTAB) or DEL in the value of field `name`.
     InvalidFieldValue {
+        /// The field name, escaped and shortened.
         name: String,
+        /// The first forbidden byte in the value.
         byte: u8,
     },
     /// httparse refused the field section for a reason the diagnosis could not place.
     MalformedFields(&'static str),
+    /// A Content-Length that is not 1*DIGIT or does not fit in a u64.
     InvalidContentLength(String),
     /// `Content-Length: 5, 5`: gunicorn's corpus rejects the list form even when values agree.
     ContentLengthList(String),
+    /// Two Content-Length fields with different values (first, second): a
+    /// classic request-smuggling shape.
     ConflictingContentLength(u64, u64),
+    /// Both framings at once (RFC 9112 §6.3): refused rather than picking one,
+    /// since a proxy in front may have picked the other.
     ContentLengthWithTransferEncoding,
+    /// HTTP/1.0 has no transfer codings (RFC 9112 §6.1).
     TransferEncodingOnHttp10,
+    /// A Transfer-Encoding that is empty or has a coding that is not a token.
     MalformedTransferEncoding(String),
+    /// `chunked` listed more than once.
     ChunkedTwice,
     /// A coding listed after `chunked`.
     ChunkedNotFinal(String),
@@ -192,6 +230,7 @@ pub enum ParseError {
     /// A second Host or Content-Type field: their grammar allows one value, so a
     /// repeat is read differently by different servers (RFC 9110 §5.3).
     DuplicateField(&'static str),
+    /// A Host value that is not a valid `host[:port]` (an empty Host is allowed).
     InvalidHost(String),
     /// An `Expect` other than `100-continue`. 417.
     UnsupportedExpectation(String),
@@ -323,6 +362,31 @@ pub(crate) fn shown(bytes: &[u8]) -> String {
 /// `Ok(None)`: the head is not complete yet (read more). `Ok(Some((head, n)))`:
 /// the head is the first `n` bytes. `Err`: reject with `err.status()` and close;
 /// this includes a partial head that already breaks a limit.
+///
+/// ```
+/// use forkhorn::http::{Framing, Limits, ParseError, Version, parse_head};
+///
+/// let limits = Limits::default();
+/// let buf = b"POST /upload?x=1 HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5\r\n\r\nhello";
+///
+/// // A head that is still arriving asks for more bytes.
+/// assert_eq!(parse_head(&buf[..20], &limits), Ok(None));
+///
+/// let (head, n) = parse_head(buf, &limits).unwrap().unwrap();
+/// assert_eq!(head.method, "POST");
+/// assert_eq!(head.target, "/upload?x=1");
+/// assert_eq!(head.version, Version::Http11);
+/// assert_eq!(head.framing, Framing::Length(5));
+/// assert!(head.keep_alive);
+/// assert_eq!(head.header("content-length"), Some(&b"5"[..]));
+/// assert_eq!(&buf[n..], b"hello"); // the body is left to the caller
+///
+/// // Both framings at once is refused outright, not resolved.
+/// let smuggle = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+/// let err = parse_head(smuggle, &limits).unwrap_err();
+/// assert_eq!(err, ParseError::ContentLengthWithTransferEncoding);
+/// assert_eq!(err.status(), 400);
+/// ```
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, ParseError> {
     let Some(line) = scan_request_line(buf, limits)? else {
         return Ok(None);

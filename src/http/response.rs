@@ -20,12 +20,17 @@ pub enum ResponseFraming {
     UntilClose,
 }
 
+/// Why [`write_head`] refused to write a head. Each one is an app or caller
+/// bug, never the client's; the worker answers 500 instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResponseError {
     /// A header name that is not a token (possible only through unchecked constructors).
     InvalidHeaderName(String),
     /// A header value containing CR, LF or NUL, which would split or cut the head.
-    InvalidHeaderValue { name: String },
+    InvalidHeaderValue {
+        /// The header's name (the value is not echoed: it is the bad part).
+        name: String,
+    },
     /// The `date` argument contains CR, LF or NUL.
     InvalidDate,
     /// HTTP/1.0 clients do not know the chunked coding.
@@ -222,6 +227,16 @@ fn push_hex(out: &mut Vec<u8>, mut n: u64) {
 
 /// One chunk of a chunked body: hex size, CRLF, data, CRLF. Nothing for empty
 /// `data`, because a zero-size chunk would end the body.
+///
+/// ```
+/// use forkhorn::http::{write_chunk, write_last_chunk};
+///
+/// let mut out = Vec::new();
+/// write_chunk(&mut out, b"hello, world");
+/// write_chunk(&mut out, b""); // skipped: `0\r\n` here would end the body early
+/// write_last_chunk(&mut out);
+/// assert_eq!(out, b"c\r\nhello, world\r\n0\r\n\r\n");
+/// ```
 pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
     if data.is_empty() {
         return;

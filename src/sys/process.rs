@@ -8,7 +8,9 @@ pub use nix::unistd::Pid;
 
 /// Which side of a fork we are on.
 pub enum Forked {
+    /// In the master; the new child's pid.
     Parent(Pid),
+    /// In the new child.
     Child,
 }
 
@@ -25,7 +27,9 @@ pub fn fork() -> io::Result<Forked> {
 /// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
+    /// It called exit with this status.
     Code(i32),
+    /// A signal killed it.
     Signal(Signal),
 }
 
@@ -78,10 +82,13 @@ pub fn die_with_parent(expected_parent: Pid) -> io::Result<()> {
     Ok(())
 }
 
+/// This process's pid.
 pub fn getpid() -> Pid {
     nix::unistd::getpid()
 }
 
+/// The parent's pid; a worker compares it with its master's to notice
+/// that the master is gone (the child is then re-parented).
 pub fn getppid() -> Pid {
     nix::unistd::getppid()
 }

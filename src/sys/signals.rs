@@ -140,6 +140,8 @@ impl SignalPipe {
         out
     }
 
+    /// The pipe's read end, for a poll set; readable when a
+    /// signal is waiting.
     pub fn fd(&self) -> RawFd {
         self.read.as_raw_fd()
     }

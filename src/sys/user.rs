@@ -10,7 +10,9 @@ use nix::unistd::{Gid, Group, Uid, User};
 /// Who a worker runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// From `--user`, else the master's own uid.
     pub uid: u32,
+    /// From `--group`, else the user's primary group.
     pub gid: u32,
     /// The user's name, for supplementary groups (`--initgroups`).
     pub user_name: Option<String>,
@@ -67,6 +69,7 @@ pub fn become_user(who: &Identity, initgroups: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the effective uid is 0.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
