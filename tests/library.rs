@@ -163,3 +163,46 @@ fn a_panic_in_the_app_is_a_500_and_the_worker_serves_on() {
         "the same worker carries on"
     );
 }
+
+#[test]
+fn the_stream_example_sends_events_as_its_producer_makes_them() {
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = fresh_dir();
+    let Some(p) = Program::start(
+        "stream",
+        &[
+            "-b",
+            "127.0.0.1:0",
+            "-w",
+            "1",
+            "--worker-tmp-dir",
+            tmp.to_str().expect("utf-8"),
+        ],
+    ) else {
+        return;
+    };
+    let mut events = std::net::TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    events.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    events
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut reader = BufReader::new(events);
+    let mut seen = Vec::new();
+    let mut line = String::new();
+    while seen.len() < 2 {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).expect("read") > 0,
+            "stream ended early: {seen:?}"
+        );
+        if let Some(tick) = line.trim().strip_prefix("data: ") {
+            seen.push(tick.to_owned());
+            // While the stream runs, the single worker still answers others.
+            assert_eq!(get(p.port, "/").map(|r| r.status).ok(), Some(200));
+        }
+    }
+    assert_eq!(seen, ["tick 1", "tick 2"]);
+    drop(reader);
+    assert_eq!(p.stop(), Some(0));
+    let _ = std::fs::remove_dir_all(tmp);
+}
