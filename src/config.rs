@@ -31,8 +31,8 @@ pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
     args_override_self = true
 )]
 pub struct Args {
-    /// The app to serve: hello, echo or chaos.
-    #[arg(value_name = "APP", default_value = "hello")]
+    /// The app to serve: chat (a chat web UI), hello, echo, chaos, static:DIR, chat:URL (an OpenAI-compatible upstream).
+    #[arg(value_name = "APP", default_value = "chat")]
     pub app: String,
 
     /// Read settings from this TOML file (keys are the long flag names with `_`).
@@ -561,7 +561,7 @@ mod tests {
     #[test]
     fn defaults_follow_gunicorn() {
         let c = parse(&["-w", "2"]).expect("config");
-        assert_eq!(c.app, "hello");
+        assert_eq!(c.app, "chat");
         assert_eq!(c.timeout, Some(Duration::from_secs(30)));
         assert_eq!(c.graceful_timeout, Duration::from_secs(30));
         assert_eq!(c.keep_alive, Some(Duration::from_secs(5)));

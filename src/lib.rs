@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! forkhorn: a prefork HTTP/1.1 server and process supervisor for Linux.
 //!
 //! The process model, in one picture:

@@ -71,7 +71,10 @@ impl Reply for Simulated {
 /// quote; which of a few wordings depends on the message).
 pub fn simulated_reply(message: &str) -> String {
     let quote = quote_of(message);
-    let pick = message.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % 3;
+    let pick = message
+        .bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+        % 3;
     match pick {
         0 => format!(
             "You said \u{201c}{quote}\u{201d}. I am forkhorn's built-in simulated model, so I cannot \
@@ -97,7 +100,12 @@ fn quote_of(message: &str) -> String {
     let mut quote = words[..words.len().min(QUOTE_WORDS)].join(" ");
     let mut is_cut = words.len() > QUOTE_WORDS;
     if quote.chars().count() > QUOTE_CHARS {
-        quote = quote.chars().take(QUOTE_CHARS).collect::<String>().trim_end().to_owned();
+        quote = quote
+            .chars()
+            .take(QUOTE_CHARS)
+            .collect::<String>()
+            .trim_end()
+            .to_owned();
         is_cut = true;
     }
     if is_cut {
@@ -112,7 +120,13 @@ fn tokens_of(reply: &str) -> Vec<String> {
     reply
         .split(' ')
         .enumerate()
-        .map(|(i, w)| if i == 0 { w.to_owned() } else { format!(" {w}") })
+        .map(|(i, w)| {
+            if i == 0 {
+                w.to_owned()
+            } else {
+                format!(" {w}")
+            }
+        })
         .collect()
 }
 
@@ -122,7 +136,12 @@ mod tests {
 
     #[test]
     fn every_simulated_reply_quotes_the_message_and_has_at_least_20_other_words() {
-        for message in ["hi", "what is a prefork server?", "tell me a story", "x y z"] {
+        for message in [
+            "hi",
+            "what is a prefork server?",
+            "tell me a story",
+            "x y z",
+        ] {
             let reply = simulated_reply(message);
             assert!(reply.contains(message), "{reply:?} quotes {message:?}");
             let words = reply.split_whitespace().count() - message.split_whitespace().count();
@@ -163,7 +182,10 @@ mod tests {
     #[test]
     fn the_simulated_model_is_pending_between_slow_tokens() {
         let mut model = Simulated::new("hello", Duration::from_secs(60));
-        assert!(matches!(model.next(Duration::from_millis(1)), Step::Token(_)));
+        assert!(matches!(
+            model.next(Duration::from_millis(1)),
+            Step::Token(_)
+        ));
         let started = Instant::now();
         assert_eq!(model.next(Duration::from_millis(20)), Step::Pending);
         assert!(started.elapsed() < Duration::from_secs(1));

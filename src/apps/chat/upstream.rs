@@ -57,9 +57,11 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
     if !is_http {
         let lower = url.to_ascii_lowercase();
         if lower.starts_with("https://") {
-            return Err("the upstream must be an http:// URL (https is not supported; \
+            return Err(
+                "the upstream must be an http:// URL (https is not supported; \
                         point it at the model server's plain HTTP port)"
-                .to_owned());
+                    .to_owned(),
+            );
         }
         return Err("the upstream must be an http:// URL".to_owned());
     }
@@ -72,11 +74,15 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         None => (rest, ""),
     };
     if authority.contains('@') {
-        return Err("the upstream URL must not hold credentials; set FORKHORN_CHAT_API_KEY".to_owned());
+        return Err(
+            "the upstream URL must not hold credentials; set FORKHORN_CHAT_API_KEY".to_owned(),
+        );
     }
     let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
         let Some((host, after)) = bracketed.split_once(']') else {
-            return Err(format!("the upstream host {authority:?} lacks its closing ]"));
+            return Err(format!(
+                "the upstream host {authority:?} lacks its closing ]"
+            ));
         };
         match after.strip_prefix(':') {
             Some(port) => (host, Some(port)),
@@ -121,7 +127,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(url: &str, model: Option<String>, api_key: Option<String>) -> Result<Upstream, String> {
+    pub fn new(
+        url: &str,
+        model: Option<String>,
+        api_key: Option<String>,
+    ) -> Result<Upstream, String> {
         Ok(Upstream {
             url: url.to_owned(),
             target: parse_url(url)?,
@@ -138,7 +148,10 @@ impl Upstream {
         let path = format!("{}/models", self.target.base_path);
         let (status, body) = self.fetch("GET", &path, deadline, MAX_MODELS_BODY_BYTES)?;
         if !(200..300).contains(&status) {
-            return Err(format!("GET {path} answered {status}: {}", explain_error_body(&body)));
+            return Err(format!(
+                "GET {path} answered {status}: {}",
+                explain_error_body(&body)
+            ));
         }
         self.remember_model(&body);
         Ok(())
@@ -155,18 +168,19 @@ impl Upstream {
         }
         let path = format!("{}/models", self.target.base_path);
         let deadline = Instant::now() + DISCOVERY_TIMEOUT;
-        if let Ok((200..=299, body)) = self.fetch("GET", &path, deadline, MAX_MODELS_BODY_BYTES) {
-            if let Some(m) = self.remember_model(&body) {
-                return m;
-            }
+        match self.fetch("GET", &path, deadline, MAX_MODELS_BODY_BYTES) {
+            Ok((200..=299, body)) => self.remember_model(&body),
+            _ => None,
         }
-        FALLBACK_MODEL.to_owned()
+        .unwrap_or_else(|| FALLBACK_MODEL.to_owned())
     }
 
     /// Keep the first model id of a `/models` answer; returns it.
     fn remember_model(&self, body: &[u8]) -> Option<String> {
         let list: serde_json::Value = serde_json::from_slice(body).ok()?;
-        let first = list["data"][0]["id"].as_str().or_else(|| list["models"][0]["name"].as_str())?;
+        let first = list["data"][0]["id"]
+            .as_str()
+            .or_else(|| list["models"][0]["name"].as_str())?;
         if let Ok(mut found) = self.found_model.lock() {
             *found = Some(first.to_owned());
         }
@@ -197,7 +211,13 @@ impl Upstream {
 
     /// One whole exchange, all of it before `deadline`: the status and up
     /// to `max_body` bytes of the body.
-    fn fetch(&self, method: &str, path: &str, deadline: Instant, max_body: usize) -> Result<(u16, Vec<u8>), String> {
+    fn fetch(
+        &self,
+        method: &str,
+        path: &str,
+        deadline: Instant,
+        max_body: usize,
+    ) -> Result<(u16, Vec<u8>), String> {
         let mut conn = Conn::open(&self.target, deadline)?;
         conn.send(&self.request(method, path, "application/json", b""))?;
         let head = conn.read_head(deadline)?;
@@ -239,7 +259,11 @@ impl Conn {
                     stream
                         .set_write_timeout(Some(WRITE_TIMEOUT))
                         .map_err(|e| format!("cannot set a write timeout: {e}"))?;
-                    return Ok(Conn { stream, raw: Vec::new(), is_eof: false });
+                    return Ok(Conn {
+                        stream,
+                        raw: Vec::new(),
+                        is_eof: false,
+                    });
                 }
                 Err(e) => last_error = format!("cannot connect to {addr}: {e}"),
             }
@@ -272,7 +296,14 @@ impl Conn {
                 self.raw.extend_from_slice(&buf[..n]);
                 Ok(true)
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
                 Ok(false)
             }
             Err(e) => Err(format!("reading from the upstream failed: {e}")),
@@ -305,9 +336,15 @@ impl Conn {
                     .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
                     .collect::<Vec<_>>()
             };
-            let is_chunked = header("transfer-encoding").iter().any(|v| v.contains("chunked"));
-            let length = header("content-length").first().and_then(|v| v.trim().parse::<u64>().ok());
-            let is_event_stream = header("content-type").iter().any(|v| v.contains("event-stream"));
+            let is_chunked = header("transfer-encoding")
+                .iter()
+                .any(|v| v.contains("chunked"));
+            let length = header("content-length")
+                .first()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let is_event_stream = header("content-type")
+                .iter()
+                .any(|v| v.contains("event-stream"));
             self.raw.drain(..len);
             if (100..200).contains(&status) {
                 continue;
@@ -318,7 +355,11 @@ impl Conn {
                 (false, Some(n)) => Framing::Length(n),
                 (false, None) => Framing::UntilClose,
             };
-            return Ok(Some(Head { status, framing, is_event_stream }));
+            return Ok(Some(Head {
+                status,
+                framing,
+                is_event_stream,
+            }));
         }
     }
 
@@ -338,7 +379,12 @@ impl Conn {
 
     /// Read the body until its end, `deadline`, or `max` bytes, whichever
     /// comes first; only an early end of the connection is an error.
-    fn read_body(&mut self, decoder: &mut Decoder, deadline: Instant, max: usize) -> Result<Vec<u8>, String> {
+    fn read_body(
+        &mut self,
+        decoder: &mut Decoder,
+        deadline: Instant,
+        max: usize,
+    ) -> Result<Vec<u8>, String> {
         let mut body = Vec::new();
         loop {
             decoder.decode(&mut self.raw, &mut body)?;
@@ -370,7 +416,9 @@ fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Vec<SocketAddr>, 
     std::thread::Builder::new()
         .name("chat-resolve".to_owned())
         .spawn(move || {
-            let found = (name.as_str(), port).to_socket_addrs().map(Iterator::collect::<Vec<_>>);
+            let found = (name.as_str(), port)
+                .to_socket_addrs()
+                .map(Iterator::collect::<Vec<_>>);
             let _ = tx.send(found);
         })
         .map_err(|e| format!("cannot start a thread to look up {host}: {e}"))?;
@@ -417,7 +465,10 @@ impl Decoder {
     }
 
     fn is_done(&self) -> bool {
-        matches!(self.framing, Framing::Chunked(ChunkState::Done) | Framing::Length(0))
+        matches!(
+            self.framing,
+            Framing::Chunked(ChunkState::Done) | Framing::Length(0)
+        )
     }
 
     /// Move what can be decoded from `raw` to `out`.
@@ -447,15 +498,25 @@ impl Decoder {
     }
 }
 
-fn decode_chunked(state: &mut ChunkState, raw: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), String> {
+fn decode_chunked(
+    state: &mut ChunkState,
+    raw: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     loop {
         match *state {
             ChunkState::Size => {
-                let Some(line) = take_line(raw)? else { return Ok(()) };
+                let Some(line) = take_line(raw)? else {
+                    return Ok(());
+                };
                 let size = line.split(';').next().unwrap_or_default().trim();
                 let size = u64::from_str_radix(size, 16)
                     .map_err(|_| format!("the upstream sent a bad chunk size {size:?}"))?;
-                *state = if size == 0 { ChunkState::Trailers } else { ChunkState::Data(size) };
+                *state = if size == 0 {
+                    ChunkState::Trailers
+                } else {
+                    ChunkState::Data(size)
+                };
             }
             ChunkState::Data(left) => {
                 if raw.is_empty() {
@@ -464,17 +525,25 @@ fn decode_chunked(state: &mut ChunkState, raw: &mut Vec<u8>, out: &mut Vec<u8>) 
                 let take = usize::try_from(left).unwrap_or(usize::MAX).min(raw.len());
                 out.extend(raw.drain(..take));
                 let left = left - take as u64;
-                *state = if left == 0 { ChunkState::DataEnd } else { ChunkState::Data(left) };
+                *state = if left == 0 {
+                    ChunkState::DataEnd
+                } else {
+                    ChunkState::Data(left)
+                };
             }
             ChunkState::DataEnd => {
-                let Some(line) = take_line(raw)? else { return Ok(()) };
+                let Some(line) = take_line(raw)? else {
+                    return Ok(());
+                };
                 if !line.is_empty() {
                     return Err("the upstream's chunk data is not followed by CRLF".to_owned());
                 }
                 *state = ChunkState::Size;
             }
             ChunkState::Trailers => {
-                let Some(line) = take_line(raw)? else { return Ok(()) };
+                let Some(line) = take_line(raw)? else {
+                    return Ok(());
+                };
                 if line.is_empty() {
                     *state = ChunkState::Done;
                 }
@@ -575,14 +644,21 @@ pub fn interpret(data: &str) -> Delta {
         Ok(v) => v,
         Err(_) => {
             let start: String = data.chars().take(100).collect();
-            return Delta::Failed(format!("the upstream sent an event that is not JSON: {start:?}"));
+            return Delta::Failed(format!(
+                "the upstream sent an event that is not JSON: {start:?}"
+            ));
         }
     };
     if !chunk["error"].is_null() {
-        return Delta::Failed(format!("the upstream reported an error: {}", explain_error(&chunk)));
+        return Delta::Failed(format!(
+            "the upstream reported an error: {}",
+            explain_error(&chunk)
+        ));
     }
     let choice = &chunk["choices"][0];
-    let content = choice["delta"]["content"].as_str().or_else(|| choice["text"].as_str());
+    let content = choice["delta"]["content"]
+        .as_str()
+        .or_else(|| choice["text"].as_str());
     match content {
         Some(text) if !text.is_empty() => Delta::Token(text.to_owned()),
         _ if choice["finish_reason"].is_string() => Delta::Finished,
@@ -612,7 +688,11 @@ fn explain_error_body(body: &[u8]) -> String {
     if short.len() < text.len() {
         short.push('\u{2026}');
     }
-    if short.is_empty() { "(no details)".to_owned() } else { short }
+    if short.is_empty() {
+        "(no details)".to_owned()
+    } else {
+        short
+    }
 }
 
 // ---------------------------------------------------------------- one reply
@@ -681,8 +761,14 @@ impl UpstreamReply {
                 Some(head) => {
                     let mut decoder = Decoder::new(head.framing);
                     let deadline = Instant::now() + ERROR_BODY_TIMEOUT;
-                    let body = conn.read_body(&mut decoder, deadline, MAX_ERROR_BODY_BYTES).unwrap_or_default();
-                    return Err(format!("the upstream answered {}: {}", head.status, explain_error_body(&body)));
+                    let body = conn
+                        .read_body(&mut decoder, deadline, MAX_ERROR_BODY_BYTES)
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "the upstream answered {}: {}",
+                        head.status,
+                        explain_error_body(&body)
+                    ));
                 }
                 None => {
                     conn.read_some(wait)?;
@@ -741,9 +827,15 @@ impl UpstreamReply {
     /// token; an event stream without `[DONE]` is complete if it said anything.
     fn end_of_answer(&mut self) -> Result<(), String> {
         if let Some(whole) = self.whole_answer.take() {
-            let answer: serde_json::Value = serde_json::from_slice(&whole)
-                .map_err(|_| format!("the upstream's answer is not JSON: {}", explain_error_body(&whole)))?;
-            let content = answer["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+            let answer: serde_json::Value = serde_json::from_slice(&whole).map_err(|_| {
+                format!(
+                    "the upstream's answer is not JSON: {}",
+                    explain_error_body(&whole)
+                )
+            })?;
+            let content = answer["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap_or_default();
             if !content.is_empty() {
                 self.queue.push_back(Step::Token(content.to_owned()));
             }
@@ -785,14 +877,21 @@ impl Reply for UpstreamReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn urls_name_host_port_and_base_path() {
         let t = parse_url("http://127.0.0.1:8080/v1/").expect("valid");
-        assert_eq!((t.host.as_str(), t.port, t.base_path.as_str()), ("127.0.0.1", 8080, "/v1"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.base_path.as_str()),
+            ("127.0.0.1", 8080, "/v1")
+        );
         assert_eq!(t.authority, "127.0.0.1:8080");
         let t = parse_url("HTTP://localhost").expect("valid");
-        assert_eq!((t.host.as_str(), t.port, t.base_path.as_str()), ("localhost", 80, ""));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.base_path.as_str()),
+            ("localhost", 80, "")
+        );
         let t = parse_url("http://[::1]:11434/v1").expect("valid");
         assert_eq!((t.host.as_str(), t.port), ("::1", 11434));
     }
@@ -848,10 +947,24 @@ mod tests {
     fn sse_events_are_split_on_blank_lines_and_comments_skipped() {
         let mut parser = SseParser::default();
         let mut out = Vec::new();
-        parser.feed(b": hello\r\ndata: {\"a\":1}\r\n\r\ndata:x\ndata: y\n", &mut out).expect("feed");
+        parser
+            .feed(
+                b": hello\r\ndata: {\"a\":1}\r\n\r\ndata:x\ndata: y\n",
+                &mut out,
+            )
+            .expect("feed");
         assert_eq!(out, vec!["{\"a\":1}".to_owned()]);
-        parser.feed(b"\nevent: ignored\ndata: [DONE]\n\n", &mut out).expect("feed");
-        assert_eq!(out, vec!["{\"a\":1}".to_owned(), "x\ny".to_owned(), "[DONE]".to_owned()]);
+        parser
+            .feed(b"\nevent: ignored\ndata: [DONE]\n\n", &mut out)
+            .expect("feed");
+        assert_eq!(
+            out,
+            vec![
+                "{\"a\":1}".to_owned(),
+                "x\ny".to_owned(),
+                "[DONE]".to_owned()
+            ]
+        );
     }
 
     #[test]
@@ -864,14 +977,119 @@ mod tests {
         assert_eq!(interpret(stop), Delta::Finished);
         assert_eq!(interpret("[DONE]"), Delta::Done);
         let error = r#"{"error":{"message":"model not found","type":"invalid_request_error"}}"#;
-        assert_eq!(interpret(error), Delta::Failed("the upstream reported an error: model not found".to_owned()));
+        assert_eq!(
+            interpret(error),
+            Delta::Failed("the upstream reported an error: model not found".to_owned())
+        );
         assert!(matches!(interpret("nonsense"), Delta::Failed(e) if e.contains("not JSON")));
+    }
+
+    /// A one-connection server on 127.0.0.1 that answers with `answer`.
+    fn answering(answer: &'static str) -> Arc<Upstream> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+        std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().expect("accept");
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && sock.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            // Read the request body too, so closing does not reset the connection.
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let length = head
+                .split("content-length:")
+                .nth(1)
+                .and_then(|rest| rest.lines().next()?.trim().parse().ok())
+                .unwrap_or(0);
+            let _ = sock.read_exact(&mut vec![0u8; length]);
+            let _ = sock.write_all(answer.as_bytes());
+        });
+        Arc::new(Upstream::new(&url, Some("m".to_owned()), None).expect("valid url"))
+    }
+
+    fn run(reply: &mut UpstreamReply) -> Vec<Step> {
+        let mut steps = Vec::new();
+        for _ in 0..1000 {
+            match reply.next(Duration::from_millis(100)) {
+                Step::Pending => continue,
+                step @ (Step::Done | Step::Failed(_)) => {
+                    steps.push(step);
+                    return steps;
+                }
+                step => steps.push(step),
+            }
+        }
+        panic!("no end after 1000 steps: {steps:?}");
+    }
+
+    #[test]
+    fn a_close_delimited_event_stream_is_relayed() {
+        let up = answering(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n\
+             data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\
+             data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n",
+        );
+        let steps = run(&mut UpstreamReply::new(up, "hi".to_owned()));
+        assert_eq!(
+            steps,
+            vec![Step::Token("a".into()), Step::Token("b".into()), Step::Done]
+        );
+    }
+
+    #[test]
+    fn an_answer_that_is_not_streamed_comes_as_one_token() {
+        let up = answering(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 45\r\n\r\n\
+             {\"choices\":[{\"message\":{\"content\":\"whole\"}}]}",
+        );
+        let steps = run(&mut UpstreamReply::new(up, "hi".to_owned()));
+        assert_eq!(steps, vec![Step::Token("whole".into()), Step::Done]);
+    }
+
+    #[test]
+    fn an_error_answer_is_explained() {
+        let up = answering(
+            "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 39\r\n\r\n\
+             {\"error\":{\"message\":\"no model m here\"}}",
+        );
+        let steps = run(&mut UpstreamReply::new(up, "hi".to_owned()));
+        assert_eq!(
+            steps,
+            vec![Step::Failed(
+                "the upstream answered 404: no model m here".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_refused_connection_fails_the_reply() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let up = Arc::new(
+            Upstream::new(&format!("http://127.0.0.1:{port}"), None, None).expect("valid url"),
+        );
+        let steps = run(&mut UpstreamReply::new(up.clone(), "hi".to_owned()));
+        assert!(
+            matches!(&steps[..], [Step::Failed(e)] if e.contains("cannot connect")),
+            "{steps:?}"
+        );
+        assert!(up.probe(Duration::from_secs(2)).is_err());
     }
 
     #[test]
     fn error_bodies_are_explained_briefly() {
-        assert_eq!(explain_error_body(br#"{"error":{"message":"no such model"}}"#), "no such model");
-        assert_eq!(explain_error_body(br#"{"detail":"Not Found"}"#), "Not Found");
+        assert_eq!(
+            explain_error_body(br#"{"error":{"message":"no such model"}}"#),
+            "no such model"
+        );
+        assert_eq!(
+            explain_error_body(br#"{"detail":"Not Found"}"#),
+            "Not Found"
+        );
         assert_eq!(explain_error_body(b"  plain text \n"), "plain text");
         assert_eq!(explain_error_body(b""), "(no details)");
         assert!(explain_error_body("x".repeat(1000).as_bytes()).ends_with('\u{2026}'));
