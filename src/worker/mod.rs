@@ -47,6 +47,32 @@ pub const MASTER_SIGNALS: &[Sig] = &[
     Sig::SIGCHLD,
 ];
 
+/// What "unlimited" (0) means for a request line or a field when sizing the
+/// read buffer: a head cannot grow without bound in memory.
+const UNLIMITED_LINE_BYTES: usize = 1 << 20;
+/// The most a worker buffers for one connection's request head.
+const MAX_HEAD_BUFFER_BYTES: usize = 64 << 20;
+
+/// Bytes to buffer for one request head: the largest head the limits allow
+/// (0 meaning unlimited, see above), plus room for a pipelined start.
+fn head_read_cap(limits: &crate::http::Limits) -> usize {
+    let size = |limit: usize| {
+        if limit == 0 {
+            UNLIMITED_LINE_BYTES
+        } else {
+            limit
+        }
+    };
+    size(limits.request_line)
+        .saturating_add(
+            limits
+                .max_fields()
+                .saturating_mul(size(limits.field_size) + 2),
+        )
+        .saturating_add(64 * 1024)
+        .min(MAX_HEAD_BUFFER_BYTES)
+}
+
 /// How long a closing connection keeps discarding input before we close it.
 const LINGER: Duration = Duration::from_secs(2);
 /// How often a partial head is re-checked against the limits.
@@ -402,7 +428,7 @@ impl<'a> Worker<'a> {
 
     fn process(&mut self, k: usize) {
         let limits = &self.spec.config.limits;
-        let cap = limits.request_line + limits.fields * limits.field_size + 64 * 1024;
+        let cap = head_read_cap(limits);
         let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) else {
             return;
         };
@@ -447,6 +473,13 @@ impl<'a> Worker<'a> {
         }
         match parse_head(&conn.buf, limits) {
             Ok(None) if conn.read_eof => self.close(k),
+            Ok(None) if conn.buf.len() >= cap => {
+                // Only reachable with limits turned off (0): the head is
+                // larger than anything we are willing to buffer.
+                self.finish(k, |conn, ctx| {
+                    exchange::reject(conn, 431, "the request head is too large", ctx)
+                })
+            }
             Ok(None) => {}
             Ok(Some((head, n))) => {
                 conn.consume(n);
