@@ -73,6 +73,9 @@ fn head_read_cap(limits: &crate::http::Limits) -> usize {
         .min(MAX_HEAD_BUFFER_BYTES)
 }
 
+/// How soon a worker retries an accept that failed for want of descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// How long a closing connection keeps discarding input before we close it.
 const LINGER: Duration = Duration::from_secs(2);
 /// How often a partial head is re-checked against the limits.
@@ -148,6 +151,10 @@ struct Worker<'a> {
     ready: VecDeque<usize>,
     /// Connections pumping a detached stream.
     streaming: Vec<usize>,
+    /// An accept failed (out of descriptors): try again at this instant.
+    accept_retry_at: Option<Instant>,
+    /// Accepting fails since the last success (logged once).
+    is_accept_failing: bool,
     lifecycle: Lifecycle,
     served: u64,
     beat_every: Duration,
@@ -230,6 +237,8 @@ impl<'a> Worker<'a> {
             open: 0,
             ready: VecDeque::new(),
             streaming: Vec::new(),
+            accept_retry_at: None,
+            is_accept_failing: false,
             lifecycle: Lifecycle::Serving,
             served: 0,
             beat_every,
@@ -285,6 +294,10 @@ impl<'a> Worker<'a> {
                     }
                 }
             }
+            if self.accept_retry_at.is_some_and(|at| Instant::now() >= at) {
+                self.accept_retry_at = None;
+                self.acceptable.iter_mut().for_each(|a| *a = true);
+            }
             self.accept_one();
             self.process_ready();
             self.pump_streams();
@@ -308,7 +321,9 @@ impl<'a> Worker<'a> {
             .conns
             .iter()
             .flatten()
-            .map(|c| c.deadline.saturating_duration_since(now))
+            .map(|c| c.deadline)
+            .chain(self.accept_retry_at)
+            .map(|d| d.saturating_duration_since(now))
             .min()
             .unwrap_or(self.beat_every);
         next_deadline.min(self.beat_every)
@@ -355,6 +370,7 @@ impl<'a> Worker<'a> {
             }
             match self.spec.listeners[i].socket.accept() {
                 Ok((socket, addr)) => {
+                    self.is_accept_failing = false;
                     let _ = socket.set_nonblocking(true);
                     let _ = socket.set_tcp_nodelay(true);
                     let deadline = Instant::now() + self.spec.config.header_timeout;
@@ -366,10 +382,22 @@ impl<'a> Worker<'a> {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
                 Err(e) => {
-                    // EMFILE and friends: stop trying until the listener
-                    // reports readiness again, rather than spinning.
-                    log::error!("accept on {} failed: {e}", self.spec.listeners[i].name);
+                    // EMFILE and friends: stop trying rather than spin, and
+                    // try again when one of our connections closes or after
+                    // ACCEPT_RETRY (descriptors may free up elsewhere). The
+                    // listener itself raises no new edge for connections
+                    // already queued.
+                    // Logged once per episode, not on every retry.
+                    if !self.is_accept_failing {
+                        self.is_accept_failing = true;
+                        log::error!(
+                            "accept on {} failed: {e}; retrying every {}ms",
+                            self.spec.listeners[i].name,
+                            ACCEPT_RETRY.as_millis()
+                        );
+                    }
                     self.acceptable[i] = false;
+                    self.accept_retry_at = Some(Instant::now() + ACCEPT_RETRY);
                 }
             }
         }
@@ -407,6 +435,10 @@ impl<'a> Worker<'a> {
             let _ = self.poll.registry().deregister(&mut SourceFd(&conn.fd()));
             self.free.push(k);
             self.open -= 1;
+            if self.accept_retry_at.take().is_some() {
+                // A descriptor just came free: retry the accept that failed.
+                self.acceptable.iter_mut().for_each(|a| *a = true);
+            }
             if let Some(stream) = conn.stream.take() {
                 // Dropping the receiver tells the producer the client is gone.
                 self.end_stream(k, *stream);
