@@ -488,8 +488,14 @@ impl Arbiter {
             return;
         }
         self.old_master = None;
-        log::info!("Upgrade: workers serving; telling the old master (pid:{old}) to stop");
-        process::signal(old, Sig::SIGTERM);
+        // The old master is our parent while it lives; once it is gone its
+        // pid may belong to someone else, who must not get our TERM.
+        if process::getppid() == old {
+            log::info!("Upgrade: workers serving; telling the old master (pid:{old}) to stop");
+            process::signal(old, Sig::SIGTERM);
+        } else {
+            log::info!("Upgrade: workers serving; the old master (pid:{old}) is already gone");
+        }
         if let (Some(pidfile), Some(path)) = (self.pidfile.as_mut(), self.config.pidfile.as_ref())
             && let Err(e) = pidfile.promote(path)
         {
