@@ -128,6 +128,8 @@ fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<Listener> {
     socket.listen(backlog)?;
     // Best effort: without it workers still serve, just less evenly.
     let _ = crate::sys::sockopt::defer_accept(socket.as_raw_fd(), DEFER_ACCEPT_SECS);
+    // Accepted sockets inherit it, so workers need no setsockopt per connection.
+    socket.set_tcp_nodelay(true)?;
     let local = socket.local_addr()?.as_socket().unwrap_or(addr);
     Ok(Listener {
         socket,
@@ -182,6 +184,8 @@ fn adopt_fd(fd: RawFd) -> io::Result<Listener> {
         std::mem::forget(socket);
         return Err(not_listening());
     }
+    // Workers rely on accepted sockets inheriting TCP_NODELAY (not on unix sockets).
+    let _ = socket.set_tcp_nodelay(true);
     let local = socket.local_addr()?;
     let name = if let Some(addr) = local.as_socket() {
         tcp_name(addr)

@@ -19,6 +19,12 @@ use crate::heartbeat::Slot;
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 16 * 1024;
 
+thread_local! {
+    /// Where every read lands first (the worker reads on one thread).
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
+}
+
 /// Where a connection is between requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -61,6 +67,10 @@ pub struct Conn {
     pub out: Vec<u8>,
     /// Registered for writability too (while `out` is not empty).
     pub wants_write: bool,
+    /// Registered with the worker's poller. A connection whose request is
+    /// already in hand when it is accepted (TCP_DEFER_ACCEPT) is often
+    /// answered and closed before it ever needs to be.
+    pub is_registered: bool,
 }
 
 impl Conn {
@@ -79,6 +89,7 @@ impl Conn {
             stream: None,
             out: Vec::new(),
             wants_write: false,
+            is_registered: false,
         }
     }
 
@@ -109,12 +120,16 @@ impl Conn {
 
     /// One read(2) into the buffer; 0 means end of stream (sets `read_eof`).
     fn read_once(&mut self) -> io::Result<usize> {
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        let result = (&self.socket).read(&mut self.buf[len..]);
+        // Read into the worker's one scratch buffer and keep only what
+        // arrived: an idle connection then holds no buffer at all, and no
+        // per-read buffer is zero-filled.
+        let result = SCRATCH.with_borrow_mut(|scratch| {
+            let n = (&self.socket).read(&mut scratch[..])?;
+            self.buf.extend_from_slice(&scratch[..n]);
+            Ok::<usize, io::Error>(n)
+        });
         match result {
             Ok(n) => {
-                self.buf.truncate(len + n);
                 if n == 0 {
                     self.read_eof = true;
                     self.maybe_readable = false;
@@ -126,7 +141,6 @@ impl Conn {
                 Ok(n)
             }
             Err(e) => {
-                self.buf.truncate(len);
                 if e.kind() == io::ErrorKind::WouldBlock {
                     self.maybe_readable = false;
                 }
@@ -232,6 +246,17 @@ impl Conn {
     /// Reset the head scan (after the buffer was parsed and a head consumed).
     pub fn rescan(&mut self) {
         self.scanned = 0;
+    }
+
+    /// Give an emptied buffer's memory back, so idle keep-alive
+    /// connections cost almost nothing.
+    pub fn release_buffer(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
+        }
+        if self.out.is_empty() && self.out.capacity() > 0 {
+            self.out = Vec::new();
+        }
     }
 }
 

@@ -29,6 +29,7 @@ pub enum After {
     KeepAlive,
     /// Shut our side and close (lingering if the client may still send).
     Close,
+
     /// The head is sent; a detached stream's chunks follow from the
     /// worker's event loop.
     Stream(Box<Streaming>),

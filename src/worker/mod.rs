@@ -368,11 +368,11 @@ impl<'a> Worker<'a> {
             if !self.acceptable[i] {
                 continue;
             }
-            match self.spec.listeners[i].socket.accept() {
+            // Non-blocking from accept4, and TCP_NODELAY is inherited from
+            // the listener: no further syscalls before the first read.
+            match crate::sys::sockopt::accept_nonblocking(&self.spec.listeners[i].socket) {
                 Ok((socket, addr)) => {
                     self.is_accept_failing = false;
-                    let _ = socket.set_nonblocking(true);
-                    let _ = socket.set_tcp_nodelay(true);
                     let deadline = Instant::now() + self.spec.config.header_timeout;
                     let conn = Conn::new(socket, addr.as_socket(), deadline);
                     self.add_conn(conn);
@@ -404,7 +404,6 @@ impl<'a> Worker<'a> {
     }
 
     fn add_conn(&mut self, conn: Conn) {
-        let fd = conn.fd();
         let k = match self.free.pop() {
             Some(k) => {
                 self.conns[k] = Some(conn);
@@ -415,24 +414,40 @@ impl<'a> Worker<'a> {
                 self.conns.len() - 1
             }
         };
-        if let Err(e) = self.poll.registry().register(
-            &mut SourceFd(&fd),
-            Token(FIRST_CONN + k),
-            Interest::READABLE,
-        ) {
-            log::error!("cannot watch a new connection: {e}");
-            self.conns[k] = None;
-            self.free.push(k);
+        self.open += 1;
+        // The request is usually here already (TCP_DEFER_ACCEPT): read it
+        // now; the connection is registered with the poller only if it has
+        // to wait for something.
+        self.ready.push_back(k);
+    }
+
+    /// Register connection `k` with the poller, once.
+    fn watch(&mut self, k: usize) {
+        let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) else {
+            return;
+        };
+        if conn.is_registered {
             return;
         }
-        self.open += 1;
-        // The request may already be there (it usually is).
-        self.ready.push_back(k);
+        let registered = self.poll.registry().register(
+            &mut SourceFd(&conn.fd()),
+            Token(FIRST_CONN + k),
+            Interest::READABLE,
+        );
+        match registered {
+            Ok(()) => conn.is_registered = true,
+            Err(e) => {
+                log::error!("cannot watch a connection: {e}");
+                self.close(k);
+            }
+        }
     }
 
     fn close(&mut self, k: usize) {
         if let Some(mut conn) = self.conns.get_mut(k).and_then(Option::take) {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&conn.fd()));
+            if conn.is_registered {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&conn.fd()));
+            }
             self.free.push(k);
             self.open -= 1;
             if self.accept_retry_at.take().is_some() {
@@ -459,6 +474,12 @@ impl<'a> Worker<'a> {
     }
 
     fn process(&mut self, k: usize) {
+        self.read_and_serve(k);
+        // Whatever is still open now waits for the client.
+        self.watch(k);
+    }
+
+    fn read_and_serve(&mut self, k: usize) {
         let limits = &self.spec.config.limits;
         let cap = head_read_cap(limits);
         let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) else {
@@ -603,7 +624,9 @@ impl<'a> Worker<'a> {
                 // The client has said all it will say (a half-close).
                 self.close(k);
             }
+
             After::KeepAlive => {
+                conn.release_buffer();
                 conn.phase = Phase::Idle;
                 conn.deadline = Instant::now() + self.spec.config.keep_alive.unwrap_or_default();
                 if !conn.buf.is_empty() || conn.maybe_readable || conn.read_eof {
@@ -612,6 +635,10 @@ impl<'a> Worker<'a> {
                 }
             }
             After::Close => {
+                // Even after `Connection: close` a client may have sent more
+                // (the public corpus does): closing with unread input would
+                // reset the connection and could destroy this response on
+                // its way, so read and discard until the client closes.
                 let _ = conn.socket.shutdown(std::net::Shutdown::Write);
                 if conn.buf.is_empty() && conn.read_eof {
                     self.close(k);

@@ -94,7 +94,7 @@ impl Worker<'_> {
         conn.stream = Some(stream);
         // Ask epoll to report writability only while output waits.
         let wants_write = !conn.out.is_empty();
-        if wants_write != conn.wants_write {
+        if wants_write != conn.wants_write && conn.is_registered {
             conn.wants_write = wants_write;
             let interest = if wants_write {
                 Interest::READABLE | Interest::WRITABLE
