@@ -445,9 +445,11 @@ impl<'a> Worker<'a> {
 
     fn close(&mut self, k: usize) {
         if let Some(mut conn) = self.conns.get_mut(k).and_then(Option::take) {
-            if conn.is_registered {
-                let _ = self.poll.registry().deregister(&mut SourceFd(&conn.fd()));
-            }
+            // No epoll_ctl(DEL): closing the socket (when `conn` drops, below)
+            // removes it from the epoll set, one syscall fewer per
+            // connection. Should a forked child of the app still hold a
+            // copy for a moment, a late event for slot `k` only makes its
+            // next occupant try a read that finds nothing.
             self.free.push(k);
             self.open -= 1;
             if self.accept_retry_at.take().is_some() {
