@@ -25,33 +25,8 @@ if ! "$venv/bin/python" -c 'import selenium' 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check 'selenium>=4.11,<5'
 fi
-if [ -z "${FORKHORN_BIN:-}" ]; then
-    cargo build --quiet
-    FORKHORN_BIN=target/debug/forkhorn
-fi
-
-dir=$(mktemp -d)
-server_pid=""
-cleanup() {
-    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$server_pid" 2>/dev/null; then
-            for pid in $(pgrep -P "$server_pid") "$server_pid"; do kill -KILL "$pid" 2>/dev/null || true; done
-        fi
-    fi
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-"$FORKHORN_BIN" chat -w 2 -b 127.0.0.1:0 --worker-tmp-dir "$dir" --no-control-socket \
-    --graceful-timeout 3 2>"$dir/log" &
-server_pid=$!
-for _ in $(seq 100); do grep -q "Listening at" "$dir/log" 2>/dev/null && break; sleep 0.1; done
-port=$(sed -n 's/.*Listening at: http:\/\/127.0.0.1:\([0-9]*\) .*/\1/p' "$dir/log" | head -1)
-if [ -z "$port" ]; then
-    echo "FAILED: forkhorn did not start"; cat "$dir/log"; exit 1
-fi
+. "$(dirname "$0")/forkhorn-server.sh"
+start_forkhorn chat -w 2
 
 started=$(date +%s)
 status=0

@@ -10,30 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 chats=${1:-20}
 token_ms=${2:-200}
-if [ -z "${FORKHORN_BIN:-}" ]; then
-    cargo build --quiet
-    FORKHORN_BIN=target/debug/forkhorn
-fi
-dir=$(mktemp -d)
-server_pid=""
-cleanup() {
-    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$server_pid" 2>/dev/null; then
-            for pid in $(pgrep -P "$server_pid") "$server_pid"; do kill -KILL "$pid" 2>/dev/null || true; done
-        fi
-    fi
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-FORKHORN_CHAT_TOKEN_MS=$token_ms "$FORKHORN_BIN" chat -w 4 -t 5 -b 127.0.0.1:0 \
-    --worker-tmp-dir "$dir" --no-control-socket --graceful-timeout 3 2>"$dir/log" &
-server_pid=$!
-for _ in $(seq 100); do grep -q "Listening at" "$dir/log" 2>/dev/null && break; sleep 0.1; done
-port=$(sed -n 's/.*Listening at: http:\/\/127.0.0.1:\([0-9]*\) .*/\1/p' "$dir/log" | head -1)
-[ -n "$port" ] || { echo "FAILED: forkhorn did not start"; cat "$dir/log"; exit 1; }
+. "$(dirname "$0")/forkhorn-server.sh"
+FORKHORN_CHAT_TOKEN_MS=$token_ms start_forkhorn chat -w 4 -t 5
 for _ in $(seq 100); do [ "$(grep -c 'Booting worker' "$dir/log")" -ge 4 ] && break; sleep 0.1; done
 
 status=0

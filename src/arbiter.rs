@@ -513,35 +513,39 @@ impl Arbiter {
     fn apply_config(&mut self, mut new: Config) {
         let old = &self.config;
         let mut keep = Vec::new();
-        if new.binds != old.binds {
-            keep.push("bind");
-            new.binds = old.binds.clone();
-        }
-        if new.worker_tmp_dir != old.worker_tmp_dir {
-            keep.push("worker_tmp_dir");
-            new.worker_tmp_dir = old.worker_tmp_dir.clone();
-        }
-        if new.control_socket != old.control_socket {
-            keep.push("control_socket");
-            new.control_socket = old.control_socket.clone();
-        }
-        if new.metrics_bind != old.metrics_bind {
-            keep.push("metrics_bind");
-            new.metrics_bind = old.metrics_bind.clone();
-        }
-        if new.pidfile != old.pidfile {
-            keep.push("pid");
-            new.pidfile = old.pidfile.clone();
-        }
-        if new.error_log != old.error_log
-            || new.access_log != old.access_log
-            || new.log_level != old.log_level
-        {
-            keep.push("error_logfile/access_logfile/log_level");
-            new.error_log = old.error_log.clone();
-            new.access_log = old.access_log.clone();
-            new.log_level = old.log_level;
-        }
+        keep_running(&mut new.binds, &old.binds, "bind", &mut keep);
+        keep_running(
+            &mut new.worker_tmp_dir,
+            &old.worker_tmp_dir,
+            "worker_tmp_dir",
+            &mut keep,
+        );
+        keep_running(
+            &mut new.control_socket,
+            &old.control_socket,
+            "control_socket",
+            &mut keep,
+        );
+        keep_running(
+            &mut new.metrics_bind,
+            &old.metrics_bind,
+            "metrics_bind",
+            &mut keep,
+        );
+        keep_running(&mut new.pidfile, &old.pidfile, "pid", &mut keep);
+        keep_running(
+            &mut new.error_log,
+            &old.error_log,
+            "error_logfile",
+            &mut keep,
+        );
+        keep_running(
+            &mut new.access_log,
+            &old.access_log,
+            "access_logfile",
+            &mut keep,
+        );
+        keep_running(&mut new.log_level, &old.log_level, "log_level", &mut keep);
         for setting in keep {
             log::warn!(
                 "{setting} changed in the configuration; it takes effect after a restart or a USR2 upgrade"
@@ -1121,4 +1125,18 @@ fn second_pidfile(path: &std::path::Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".2");
     PathBuf::from(name)
+}
+
+/// A setting the running master cannot change in place: keep the running
+/// value and note its name for the log.
+fn keep_running<T: PartialEq + Clone>(
+    new: &mut T,
+    running: &T,
+    name: &'static str,
+    kept: &mut Vec<&'static str>,
+) {
+    if new != running {
+        kept.push(name);
+        *new = running.clone();
+    }
 }

@@ -203,49 +203,9 @@ impl Server {
 
     /// `start` with extra environment variables for the master.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let tmp_dir = fresh_dir();
-        let mut child = Command::new(BIN)
-            .args(args)
-            .args(["-b", "127.0.0.1:0", "--worker-tmp-dir"])
-            .arg(&tmp_dir)
-            .envs(env.iter().copied())
-            .env_remove("WEB_CONCURRENCY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn forkhorn");
-        let log = Lines::collect_from(child.stderr.take().expect("piped stderr"));
-        let stdout = Lines::collect_from(child.stdout.take().expect("piped stdout"));
-        let master = i32::try_from(child.id()).expect("pid fits in i32");
-        let mut server = Server {
-            child,
-            master,
-            port: 0,
-            log,
-            stdout,
-            tmp_dir,
-            exit: None,
-        };
-        let marker = "Listening at: http://127.0.0.1:";
-        let Some(line) = server.log.wait_for(EVENTUALLY, |l| l.contains(marker)) else {
-            let exit = server.child.try_wait();
-            panic!(
-                "forkhorn {args:?} did not report listening ({exit:?}); log:\n{}",
-                server.log
-            );
-        };
-        let after = &line[line.find(marker).expect("marker in line") + marker.len()..];
-        let (port, rest) = after
-            .split_once(' ')
-            .expect("`PORT (PID)` after the marker");
-        server.port = port.parse().expect("a port number");
-        assert_eq!(
-            rest,
-            format!("({master})"),
-            "the listening line names the master pid"
-        );
-        server
+        let mut command = Command::new(BIN);
+        command.envs(env.iter().copied());
+        Server::start_command(command, args, None)
     }
 
     /// The command-line argument that marks this server's processes.
