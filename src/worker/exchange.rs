@@ -180,7 +180,7 @@ pub fn serve(
 
 fn exchange(
     conn: &mut Conn,
-    head: RequestHead,
+    mut head: RequestHead,
     app: &mut dyn App,
     ctx: &mut Context<'_>,
     started: Instant,
@@ -195,7 +195,14 @@ fn exchange(
             ctx,
         );
     }
-    let request = match build_request(&head, conn.peer) {
+    // The access log needs the request's fields after the app has consumed
+    // the request; copy them only when there is an access log.
+    let access_headers = if ctx.access_format.is_some() {
+        head.headers.clone()
+    } else {
+        Vec::new()
+    };
+    let request = match build_request(&mut head, conn.peer) {
         Ok(r) => r,
         Err(reason) => return reject(conn, 400, &reason, ctx),
     };
@@ -296,7 +303,7 @@ fn exchange(
         method: head.method,
         target: head.target,
         version: head.version,
-        request_headers: head.headers,
+        request_headers: access_headers,
         status: parts.status.as_u16(),
         response_headers: parts.headers,
         started,
@@ -358,8 +365,10 @@ fn start_stream(
     }
 }
 
+/// The `http::Request` for the app; the raw fields move into its
+/// `RawHeaders` extension (`head.headers` is left empty).
 fn build_request(
-    head: &RequestHead,
+    head: &mut RequestHead,
     peer: Option<std::net::SocketAddr>,
 ) -> Result<http::Request<()>, String> {
     let method = http::Method::from_bytes(head.method.as_bytes())
@@ -385,7 +394,7 @@ fn build_request(
     req.extensions_mut().insert(PeerAddr(peer));
     req.extensions_mut().insert(RawTarget(head.target.clone()));
     req.extensions_mut()
-        .insert(RawHeaders(head.headers.clone()));
+        .insert(RawHeaders(std::mem::take(&mut head.headers)));
     Ok(req)
 }
 

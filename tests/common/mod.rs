@@ -314,10 +314,10 @@ pub struct Finished {
     pub stderr: Vec<String>,
 }
 
-/// Run `forkhorn ARGS` to completion; kills it and panics after `timeout`.
-pub fn run_to_exit(args: &[&str], timeout: Duration) -> Finished {
-    let mut child = Command::new(BIN)
-        .args(args)
+/// Spawn `command` (no WEB_CONCURRENCY, no stdin) with its stderr and
+/// stdout collected line by line: (child, stderr, stdout).
+fn spawn_collecting(mut command: Command) -> (Child, Lines, Lines) {
+    let mut child = command
         .env_remove("WEB_CONCURRENCY")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -326,6 +326,14 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> Finished {
         .expect("spawn forkhorn");
     let stderr = Lines::collect_from(child.stderr.take().expect("piped stderr"));
     let stdout = Lines::collect_from(child.stdout.take().expect("piped stdout"));
+    (child, stderr, stdout)
+}
+
+/// Run `forkhorn ARGS` to completion; kills it and panics after `timeout`.
+pub fn run_to_exit(args: &[&str], timeout: Duration) -> Finished {
+    let mut command = Command::new(BIN);
+    command.args(args);
+    let (mut child, stderr, stdout) = spawn_collecting(command);
     let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -732,18 +740,11 @@ impl Server {
     /// instead of on stderr (`--error-logfile`).
     pub fn start_command(mut command: Command, args: &[&str], error_log: Option<&Path>) -> Server {
         let tmp_dir = fresh_dir();
-        let mut child = command
+        command
             .args(args)
             .args(["-b", "127.0.0.1:0", "--worker-tmp-dir"])
-            .arg(&tmp_dir)
-            .env_remove("WEB_CONCURRENCY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn forkhorn");
-        let log = Lines::collect_from(child.stderr.take().expect("piped stderr"));
-        let stdout = Lines::collect_from(child.stdout.take().expect("piped stdout"));
+            .arg(&tmp_dir);
+        let (child, log, stdout) = spawn_collecting(command);
         let master = i32::try_from(child.id()).expect("pid fits in i32");
         let mut server = Server {
             child,
