@@ -420,7 +420,7 @@ impl Arbiter {
                     hook();
                 }
             }
-            let served = self.snapshot().totals.requests;
+            let served = self.totals().requests;
             self.notifier.send(&format!(
                 "READY=1\nSTATUS={ready} workers serving, {served} requests served"
             ));
@@ -998,14 +998,21 @@ impl Arbiter {
         }
     }
 
+    /// Counts of every worker, reaped and living.
+    fn totals(&self) -> Counts {
+        let mut totals = self.retired.clone();
+        for w in &self.workers {
+            totals.add(&w.slot.counts());
+        }
+        totals
+    }
+
     /// Everything the master knows, for ctl and metrics.
     fn snapshot(&self) -> Snapshot {
-        let mut totals = self.retired.clone();
         let workers = self
             .workers
             .iter()
             .map(|w| {
-                totals.add(&w.slot.counts());
                 let mem = procfs::memory(w.pid.as_raw());
                 WorkerInfo {
                     id: w.id,
@@ -1035,7 +1042,7 @@ impl Arbiter {
             max_requests_jitter: self.config.max_requests_jitter,
             is_stopping: self.lifecycle != Lifecycle::Running,
             workers,
-            totals,
+            totals: self.totals(),
             restarts: self.restarts.clone(),
             backlog: self
                 .listeners
