@@ -29,6 +29,10 @@ pub enum After {
     KeepAlive,
     /// Shut our side and close (lingering if the client may still send).
     Close,
+    /// The client said this was its last request (`Connection: close`, or
+    /// HTTP/1.0 without keep-alive), sent it in one piece with nothing
+    /// after it, and it was answered in full: close at once, no lingering.
+    Done,
 
     /// The head is sent; a detached stream's chunks follow from the
     /// worker's event loop.
@@ -315,7 +319,15 @@ fn exchange(
         }
         other => other,
     };
-    let sent = write_response(conn, body, framing, write_body, ctx);
+    // The client's last request, whole, with nothing sent after it: the
+    // connection closes at once after this response (`After::Done`).
+    let is_last_word = !keep_alive
+        && !head.keep_alive
+        && body_finished
+        && conn.buf.is_empty()
+        && conn.reads_this_request <= 1
+        && !conn.maybe_readable;
+    let sent = write_response(conn, body, framing, write_body, is_last_word, ctx);
     let body_bytes = match &sent {
         Ok(n) => *n,
         Err(e) => {
@@ -336,6 +348,8 @@ fn exchange(
     );
     if keep_alive && sent.is_ok() {
         After::KeepAlive
+    } else if is_last_word && sent.is_ok() {
+        After::Done
     } else {
         After::Close
     }
@@ -419,33 +433,35 @@ fn parse_uri(target: &str) -> Result<http::Uri, String> {
 }
 
 /// Write the head in `ctx.out` and then the body. Returns body bytes sent.
+/// `is_last` says the connection closes right after (see `write_last_wait`).
 fn write_response(
     conn: &mut Conn,
     body: ResponseBody,
     framing: ResponseFraming,
     write_body: bool,
+    is_last: bool,
     ctx: &mut Context<'_>,
 ) -> io::Result<u64> {
     let chunked = framing == ResponseFraming::Chunked;
     let slot = ctx.slot;
     let beat = ctx.beat_every;
-    if !write_body {
-        return conn
-            .write_all_wait(ctx.out, CLIENT_IDLE_TIMEOUT, slot, beat)
-            .map(|()| 0);
-    }
+    // The whole response in one buffer: one write, and with `is_last` one
+    // packet together with the FIN.
+    let write_whole = |conn: &mut Conn, out: &[u8]| {
+        if is_last {
+            conn.write_last_wait(out, CLIENT_IDLE_TIMEOUT, slot, beat)
+        } else {
+            conn.write_all_wait(out, CLIENT_IDLE_TIMEOUT, slot, beat)
+        }
+    };
     match body {
-        // A stream for a HEAD request or a bodiless status: nothing to send.
-        ResponseBody::Channel(_) => conn
-            .write_all_wait(ctx.out, CLIENT_IDLE_TIMEOUT, slot, beat)
-            .map(|()| 0),
-        ResponseBody::Empty => conn
-            .write_all_wait(ctx.out, CLIENT_IDLE_TIMEOUT, slot, beat)
-            .map(|()| 0),
+        // A HEAD request or a bodiless status, or a stream for one: only
+        // the head is sent.
+        _ if !write_body => write_whole(conn, ctx.out).map(|()| 0),
+        ResponseBody::Channel(_) | ResponseBody::Empty => write_whole(conn, ctx.out).map(|()| 0),
         ResponseBody::Bytes(bytes) => {
-            // Head and body in one write: one syscall and one packet for small responses.
             ctx.out.extend_from_slice(&bytes);
-            conn.write_all_wait(ctx.out, CLIENT_IDLE_TIMEOUT, slot, beat)?;
+            write_whole(conn, ctx.out)?;
             Ok(bytes.len() as u64)
         }
         ResponseBody::Reader { mut reader, len } => {

@@ -627,7 +627,15 @@ impl<'a> Worker<'a> {
                 self.close(k);
             }
 
+            After::Done => {
+                // The client said it is done and its request came in one
+                // read with nothing after it: no reason to expect more, so
+                // no lingering close (nginx decides the same way). close(2)
+                // also sends the response the kernel held back for the FIN.
+                self.close(k);
+            }
             After::KeepAlive => {
+                conn.reads_this_request = 0;
                 conn.release_buffer();
                 conn.phase = Phase::Idle;
                 conn.deadline = Instant::now() + self.spec.config.keep_alive.unwrap_or_default();
