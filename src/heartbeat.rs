@@ -6,7 +6,6 @@
 //! source of truth about what a worker is doing. Writes are plain atomic
 //! stores: a heartbeat costs no syscall.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -269,26 +268,27 @@ impl Slot {
     }
 
     /// Mark the start of a request (state Busy) and publish what it is.
-    pub fn begin_request(&self, method: &str, target: &str, peer: Option<&SocketAddr>) {
+    /// `peer` is the client's address as text, "-" when unknown.
+    pub fn begin_request(&self, method: &str, target: &str, peer: &str) {
         let c = &self.cell;
+        // One clock read serves as the request's start and as a beat.
+        let now = monotonic_ns();
         let seq = c.request_seq.fetch_add(1, Ordering::AcqRel);
         debug_assert!(seq.is_multiple_of(2));
-        let peer = peer
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "-".to_owned());
         let n = c.method.store(method.as_bytes());
         c.method_len.store(n, Ordering::Relaxed);
         let n = c.target.store(target.as_bytes());
         c.target_len.store(n, Ordering::Relaxed);
         let n = c.peer.store(peer.as_bytes());
         c.peer_len.store(n, Ordering::Relaxed);
-        c.request_start_ns.store(monotonic_ns(), Ordering::Relaxed);
+        c.request_start_ns.store(now, Ordering::Relaxed);
         c.request_seq.fetch_add(1, Ordering::Release);
         // A retiring worker stays marked retiring through its last request,
         // so the master does not count it as capacity.
         if self.state() != WorkerState::Retiring {
-            self.set_state(WorkerState::Busy);
+            c.state.store(WorkerState::Busy.as_u32(), Ordering::Relaxed);
         }
+        c.last_beat_ns.store(now, Ordering::Relaxed);
     }
 
     /// Mark the end of a request and go back to `next` (Idle or Retiring).
@@ -373,6 +373,7 @@ impl Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     #[test]
     fn slot_round_trips_the_request_in_flight() {
@@ -381,7 +382,7 @@ mod tests {
         assert_eq!(slot.in_flight(), None);
         let peer: SocketAddr = "10.0.0.7:5555".parse().expect("addr");
         let long_target = format!("/report?{}", "x".repeat(400));
-        slot.begin_request("GET", &long_target, Some(&peer));
+        slot.begin_request("GET", &long_target, &peer.to_string());
         let f = slot.in_flight().expect("in flight");
         assert_eq!(f.method, "GET");
         assert_eq!(f.target, long_target[..TARGET_BYTES]);

@@ -43,6 +43,10 @@ pub enum Phase {
 pub struct Conn {
     pub socket: Socket,
     pub peer: Option<SocketAddr>,
+    /// `peer` as text, made at the first request that needs it: every
+    /// request publishes it in the heartbeat slot, and a keep-alive
+    /// connection should not format it again each time.
+    peer_label: Option<Box<str>>,
     /// Bytes read and not yet consumed (a head, body bytes, pipelined requests).
     pub buf: Vec<u8>,
     /// How much of `buf` was already searched for the end of a head.
@@ -81,6 +85,7 @@ impl Conn {
         Conn {
             socket,
             peer,
+            peer_label: None,
             buf: Vec::new(),
             scanned: 0,
             phase: Phase::Idle,
@@ -95,6 +100,14 @@ impl Conn {
             wants_write: false,
             is_registered: false,
         }
+    }
+
+    /// The client's address as text ("-" when unknown).
+    pub fn peer_label(&mut self) -> &str {
+        let peer = self.peer;
+        self.peer_label.get_or_insert_with(|| {
+            peer.map_or_else(|| "-".into(), |p| p.to_string().into_boxed_str())
+        })
     }
 
     pub fn fd(&self) -> RawFd {

@@ -174,7 +174,7 @@ pub fn serve(
     let started = Instant::now();
     ctx.clock.refresh();
     ctx.slot
-        .begin_request(&head.method, &head.target, conn.peer.as_ref());
+        .begin_request(&head.method, &head.target, conn.peer_label());
     crate::sys::signals::set_current_request(Some(conn.fd()));
     let after = exchange(conn, head, app, ctx, started);
     crate::sys::signals::set_current_request(None);
