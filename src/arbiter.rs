@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use crate::balance::Balance;
 use crate::config::Config;
 use crate::control::{self, Command};
 use crate::critical;
@@ -67,6 +68,8 @@ struct WorkerHandle {
     id: u64,
     pid: Pid,
     slot: Slot,
+    /// Its seat in the accept balance (None: more workers than seats).
+    seat: Option<usize>,
     /// Reload generation it was forked in (HUP starts a new one).
     generation: u64,
     started: Instant,
@@ -117,6 +120,8 @@ pub struct Arbiter {
     control: Option<(OneShotServer, PathBuf)>,
     metrics: Option<OneShotServer>,
     workers: Vec<WorkerHandle>,
+    /// Connections held per worker, shared with the workers (`balance`).
+    balance: Balance,
     /// Workers wanted (TTIN/TTOU, `ctl worker add/remove`).
     wanted: usize,
     generation: u64,
@@ -176,6 +181,7 @@ impl Arbiter {
             }
             None => None,
         };
+        let balance = Balance::create_in(&config.worker_tmp_dir)?;
         let now = Instant::now();
         let notifier = Notifier::from_env();
         Ok(Arbiter {
@@ -197,6 +203,7 @@ impl Arbiter {
             control: None,
             metrics,
             workers: Vec::new(),
+            balance,
             generation: 0,
             lifecycle: Lifecycle::Running,
             respawn_at: None,
@@ -593,6 +600,9 @@ impl Arbiter {
                 continue;
             };
             let w = self.workers.swap_remove(i);
+            if let Some(seat) = w.seat {
+                self.balance.vacate(seat);
+            }
             self.worker_exited(w, exit);
         }
     }
@@ -825,6 +835,9 @@ impl Arbiter {
 
     fn spawn_worker(&mut self) -> std::io::Result<()> {
         let slot = Slot::create_in(&self.config.worker_tmp_dir)?;
+        let seat = self
+            .balance
+            .free_seat(self.workers.iter().filter_map(|w| w.seat));
         let max_requests = self.config.draw_max_requests();
         let mask = signals::block_all()?;
         let forked = process::fork();
@@ -841,6 +854,8 @@ impl Arbiter {
                 config: &self.config,
                 listeners: &self.listeners,
                 slot: &slot,
+                balance: &self.balance,
+                seat,
                 master: self.pid,
                 max_requests,
                 notify_fd: self.notify_write.as_fd().as_raw_fd(),
@@ -858,6 +873,7 @@ impl Arbiter {
             id: self.next_worker_id,
             pid,
             slot,
+            seat,
             generation: self.generation,
             started: Instant::now(),
             ask: Ask::Serve,

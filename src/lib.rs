@@ -19,6 +19,7 @@ pub mod access_log;
 pub mod app;
 pub mod apps;
 pub mod arbiter;
+pub mod balance;
 pub mod config;
 pub mod config_file;
 pub mod control;

@@ -21,6 +21,7 @@ use self::conn::{Conn, Phase};
 use self::exchange::{After, Clock, Context};
 use crate::access_log;
 use crate::app::App;
+use crate::balance::{self, Balance};
 use crate::config::Config;
 use crate::heartbeat::{Slot, WorkerState};
 use crate::http::parse_head;
@@ -78,6 +79,20 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// How long a closing connection keeps discarding input before we close it.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// After a sibling we deferred to let a connection wait out the whole
+/// `DEFER_FOR`, accept as if alone for this long.
+const BALANCE_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What `defer_to_sibling` decided about the connection waiting now.
+enum Defer {
+    /// Accept it.
+    No,
+    /// Leave it to a sibling holding fewer, for now.
+    Wait,
+    /// We left it to a sibling for `DEFER_FOR` and it may still be there: take it.
+    TimedOut,
+}
 /// How often a partial head is re-checked against the limits.
 const HEAD_RECHECK_BYTES: usize = 4096;
 
@@ -98,6 +113,11 @@ pub struct Spec<'a> {
     pub listeners: &'a [Listener],
     /// This worker's heartbeat slot; the worker stamps it, the master reads it.
     pub slot: &'a Slot,
+    /// The workers' shared count of connections held.
+    pub balance: &'a Balance,
+    /// This worker's seat in `balance` (None: more workers than seats;
+    /// it accepts as if alone).
+    pub seat: Option<usize>,
     /// The master's pid: a worker whose parent is no longer this exits.
     pub master: Pid,
     /// This worker's request quota (max-requests plus its jitter); None = no limit.
@@ -147,6 +167,13 @@ struct Worker<'a> {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     open: usize,
+    /// Of `open`, connections only lingering before close: not load.
+    lingering: usize,
+    /// Leaving waiting connections to a sibling holding fewer until then.
+    defer_until: Option<Instant>,
+    /// A sibling we deferred to did not take the connection in time (it is
+    /// busy, stopped or gone): accept as if alone until then.
+    balance_off_until: Option<Instant>,
     /// Connections with buffered bytes or news to look at, in arrival order.
     ready: VecDeque<usize>,
     /// Connections pumping a detached stream.
@@ -235,6 +262,9 @@ impl<'a> Worker<'a> {
             conns: Vec::new(),
             free: Vec::new(),
             open: 0,
+            lingering: 0,
+            defer_until: None,
+            balance_off_until: None,
             ready: VecDeque::new(),
             streaming: Vec::new(),
             accept_retry_at: None,
@@ -247,6 +277,7 @@ impl<'a> Worker<'a> {
             out: Vec::with_capacity(4096),
         };
         spec.slot.set_state(WorkerState::Idle);
+        worker.publish_held();
         worker.notify_master();
         log::info!("Booting worker with pid: {}", std::process::id());
         Ok(worker)
@@ -309,20 +340,21 @@ impl<'a> Worker<'a> {
     }
 
     fn poll_timeout(&self) -> Duration {
-        if !self.ready.is_empty()
-            || (self.lifecycle == Lifecycle::Serving
-                && self.may_accept()
-                && self.acceptable.iter().any(|&a| a))
-        {
+        let now = Instant::now();
+        let wants_accept = self.lifecycle == Lifecycle::Serving
+            && self.may_accept()
+            && self.acceptable.iter().any(|&a| a);
+        let is_deferring = self.defer_until.is_some_and(|t| now < t);
+        if !self.ready.is_empty() || (wants_accept && !is_deferring) {
             return Duration::ZERO;
         }
-        let now = Instant::now();
         let next_deadline = self
             .conns
             .iter()
             .flatten()
             .map(|c| c.deadline)
             .chain(self.accept_retry_at)
+            .chain(self.defer_until.filter(|_| wants_accept))
             .map(|d| d.saturating_duration_since(now))
             .min()
             .unwrap_or(self.beat_every);
@@ -345,6 +377,10 @@ impl<'a> Worker<'a> {
         }
         log::debug!("worker {} draining ({why})", std::process::id());
         self.lifecycle = Lifecycle::Draining;
+        // Siblings must not leave connections to a worker that takes none.
+        if let Some(seat) = self.spec.seat {
+            self.spec.balance.vacate(seat);
+        }
         for l in self.spec.listeners {
             let _ = self.poll.registry().deregister(&mut SourceFd(&l.fd()));
         }
@@ -364,6 +400,15 @@ impl<'a> Worker<'a> {
         if self.lifecycle != Lifecycle::Serving || !self.may_accept() {
             return;
         }
+        if !self.acceptable.iter().any(|&a| a) {
+            return;
+        }
+        let now = Instant::now();
+        let waited_for_sibling = match self.defer_to_sibling(now) {
+            Defer::Wait => return,
+            Defer::No => false,
+            Defer::TimedOut => true,
+        };
         for i in 0..self.spec.listeners.len() {
             if !self.acceptable[i] {
                 continue;
@@ -373,6 +418,12 @@ impl<'a> Worker<'a> {
             match crate::sys::sockopt::accept_nonblocking(&self.spec.listeners[i].socket) {
                 Ok((socket, addr)) => {
                     self.is_accept_failing = false;
+                    if waited_for_sibling {
+                        // Nobody took it while we waited: the sibling is
+                        // busy or stuck, and waiting on it again would only
+                        // delay every new connection.
+                        self.balance_off_until = Some(now + BALANCE_BACKOFF);
+                    }
                     let deadline = Instant::now() + self.spec.config.header_timeout;
                     let conn = Conn::new(socket, addr.as_socket(), deadline);
                     self.add_conn(conn);
@@ -403,6 +454,43 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// Whether to leave the waiting connection to a sibling holding fewer
+    /// connections (see `balance`): wait up to `DEFER_FOR` for it to take it.
+    fn defer_to_sibling(&mut self, now: Instant) -> Defer {
+        let Some(seat) = self.spec.seat else {
+            return Defer::No;
+        };
+        if self.balance_off_until.is_some_and(|t| now < t)
+            || !self.spec.balance.sibling_has_fewer(seat, self.held())
+        {
+            self.defer_until = None;
+            return Defer::No;
+        }
+        match self.defer_until {
+            None => {
+                self.defer_until = Some(now + balance::DEFER_FOR);
+                Defer::Wait
+            }
+            Some(t) if now < t => Defer::Wait,
+            Some(_) => {
+                self.defer_until = None;
+                Defer::TimedOut
+            }
+        }
+    }
+
+    /// Connections this worker is serving or keeping (not the lingering).
+    fn held(&self) -> usize {
+        self.open - self.lingering
+    }
+
+    /// Tell siblings how many connections we hold.
+    fn publish_held(&self) {
+        if let (Some(seat), Lifecycle::Serving) = (self.spec.seat, self.lifecycle) {
+            self.spec.balance.publish(seat, self.held());
+        }
+    }
+
     fn add_conn(&mut self, conn: Conn) {
         let k = match self.free.pop() {
             Some(k) => {
@@ -415,6 +503,7 @@ impl<'a> Worker<'a> {
             }
         };
         self.open += 1;
+        self.publish_held();
         // The request is usually here already (TCP_DEFER_ACCEPT): read it
         // now; the connection is registered with the poller only if it has
         // to wait for something.
@@ -452,6 +541,10 @@ impl<'a> Worker<'a> {
             // next occupant try a read that finds nothing.
             self.free.push(k);
             self.open -= 1;
+            if conn.phase == Phase::Lingering {
+                self.lingering -= 1;
+            }
+            self.publish_held();
             if self.accept_retry_at.take().is_some() {
                 // A descriptor just came free: retry the accept that failed.
                 self.acceptable.iter_mut().for_each(|a| *a = true);
@@ -657,6 +750,8 @@ impl<'a> Worker<'a> {
                     conn.buf.clear();
                     conn.deadline = Instant::now() + LINGER;
                     self.ready.push_back(k);
+                    self.lingering += 1;
+                    self.publish_held();
                 }
             }
         }
