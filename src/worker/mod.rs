@@ -330,7 +330,18 @@ impl<'a> Worker<'a> {
                 self.acceptable.iter_mut().for_each(|a| *a = true);
             }
             self.accept_one();
+            let served_before = self.served;
             self.process_ready();
+            if self.served != served_before {
+                // Let the other tasks that want this CPU go first. A worker
+                // whose clients always have a request waiting would hold the
+                // CPU for a whole scheduler slice (milliseconds) while the
+                // workers sharing that CPU sit on their clients' requests;
+                // yielding after each batch makes them take turns batch by
+                // batch. When nobody else wants the CPU it is one cheap
+                // syscall per batch.
+                std::thread::yield_now();
+            }
             self.pump_streams();
             self.expire(Instant::now());
         }
