@@ -209,22 +209,12 @@ impl Conn {
         self.send_all_wait(data, 0, idle, slot, beat_every)
     }
 
-    /// Like `write_all_wait`, for the last bytes this connection will carry:
-    /// the caller closes it right after. MSG_MORE lets the kernel hold them
-    /// for the FIN that close sends, so a small response and the end of the
-    /// connection leave in one packet instead of two: one less segment for
-    /// both sides to process per connection.
-    pub fn write_last_wait(
-        &mut self,
-        data: &[u8],
-        idle: Duration,
-        slot: &Slot,
-        beat_every: Duration,
-    ) -> io::Result<()> {
-        self.send_all_wait(data, libc::MSG_MORE, idle, slot, beat_every)
-    }
-
-    fn send_all_wait(
+    /// `write_all_wait` with send(2) flags. For the last bytes a connection
+    /// carries, when the caller closes it right after, MSG_MORE lets the
+    /// kernel hold them for the FIN that close sends: a small response and
+    /// the end of the connection leave in one packet instead of two, one
+    /// segment less for both sides to process per connection.
+    pub fn send_all_wait(
         &mut self,
         mut data: &[u8],
         flags: libc::c_int,

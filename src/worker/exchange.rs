@@ -433,7 +433,7 @@ fn parse_uri(target: &str) -> Result<http::Uri, String> {
 }
 
 /// Write the head in `ctx.out` and then the body. Returns body bytes sent.
-/// `is_last` says the connection closes right after (see `write_last_wait`).
+/// `is_last` says the connection closes right after (see `Conn::send_all_wait`).
 fn write_response(
     conn: &mut Conn,
     body: ResponseBody,
@@ -447,12 +447,9 @@ fn write_response(
     let beat = ctx.beat_every;
     // The whole response in one buffer: one write, and with `is_last` one
     // packet together with the FIN.
+    let flags = if is_last { libc::MSG_MORE } else { 0 };
     let write_whole = |conn: &mut Conn, out: &[u8]| {
-        if is_last {
-            conn.write_last_wait(out, CLIENT_IDLE_TIMEOUT, slot, beat)
-        } else {
-            conn.write_all_wait(out, CLIENT_IDLE_TIMEOUT, slot, beat)
-        }
+        conn.send_all_wait(out, flags, CLIENT_IDLE_TIMEOUT, slot, beat)
     };
     match body {
         // A HEAD request or a bodiless status, or a stream for one: only

@@ -329,17 +329,19 @@ impl<'a> Worker<'a> {
                 self.accept_retry_at = None;
                 self.acceptable.iter_mut().for_each(|a| *a = true);
             }
-            self.accept_one();
+            let accepted = self.accept_one();
             let served_before = self.served;
             self.process_ready();
-            if self.served != served_before {
+            if self.served != served_before && !accepted {
                 // Let the other tasks that want this CPU go first. A worker
                 // whose clients always have a request waiting would hold the
                 // CPU for a whole scheduler slice (milliseconds) while the
                 // workers sharing that CPU sit on their clients' requests;
                 // yielding after each batch makes them take turns batch by
                 // batch. When nobody else wants the CPU it is one cheap
-                // syscall per batch.
+                // syscall per batch. A turn that took a new connection does
+                // not yield: connections are taken one per turn, and a
+                // thousand arriving at once would each wait out a yield.
                 std::thread::yield_now();
             }
             self.pump_streams();
@@ -406,17 +408,17 @@ impl<'a> Worker<'a> {
 
     /// Take one waiting connection, if any: one per turn, so workers that
     /// all woke for the same connection share the load instead of the first
-    /// one to wake draining the whole queue.
-    fn accept_one(&mut self) {
+    /// one to wake draining the whole queue. Returns whether it took one.
+    fn accept_one(&mut self) -> bool {
         if self.lifecycle != Lifecycle::Serving || !self.may_accept() {
-            return;
+            return false;
         }
         if !self.acceptable.iter().any(|&a| a) {
-            return;
+            return false;
         }
         let now = Instant::now();
         let waited_for_sibling = match self.defer_to_sibling(now) {
-            Defer::Wait => return,
+            Defer::Wait => return false,
             Defer::No => false,
             Defer::TimedOut => true,
         };
@@ -438,7 +440,7 @@ impl<'a> Worker<'a> {
                     let deadline = Instant::now() + self.spec.config.header_timeout;
                     let conn = Conn::new(socket, addr.as_socket(), deadline);
                     self.add_conn(conn);
-                    return;
+                    return true;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.acceptable[i] = false,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -463,6 +465,7 @@ impl<'a> Worker<'a> {
                 }
             }
         }
+        false
     }
 
     /// Whether to leave the waiting connection to a sibling holding fewer
