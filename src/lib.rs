@@ -13,7 +13,10 @@
 //!
 //! Follow a request from [`worker`] (the loop) to `worker::exchange` (one
 //! request and response) and [`http`] (framing, no I/O); follow a signal from
-//! [`arbiter`] to [`sys::signals`].
+//! [`arbiter`] to [`sys::signals`]. Besides the heartbeat slots
+//! ([`heartbeat`]), master and workers share one more small table,
+//! [`balance`]: how many connections each worker holds, so that a burst of
+//! connections is spread over the workers.
 
 pub mod access_log;
 pub mod app;

@@ -1,6 +1,9 @@
-//! The public request corpus (`../shared/conformance`, from gunicorn's test
-//! suite) replayed against a real `forkhorn echo`, in all three send modes:
-//! the whole request at once, line by line, and one byte at a time.
+//! The public request corpus (from gunicorn's test suite, kept in
+//! `tests/corpus`) replayed against a real `forkhorn echo` by the shared
+//! harness `../shared/conformance/run.py`, in all three send modes: the whole
+//! request at once, line by line, and one byte at a time. Without the harness
+//! beside the checkout this test says so and passes; the same corpus is
+//! replayed through the parser by `src/http/corpus_tests.rs` either way.
 
 mod common;
 
@@ -34,6 +37,11 @@ fn the_public_corpus_passes_in_every_send_mode() {
                 "--all-responses",
                 "--mode",
                 mode,
+                "--corpus",
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/corpus/gunicorn-requests"
+                ),
             ])
             .output()
             .expect("run python3");

@@ -1,7 +1,8 @@
-//! gunicorn's request corpus (`shared/conformance/gunicorn-requests`), replayed
-//! through `parse_head` and the body decoders the way a worker would: once with
-//! the whole input at hand, once with the input arriving a byte at a time. Only
-//! cases for gunicorn's default configuration are used.
+//! gunicorn's request corpus (`tests/corpus/gunicorn-requests`, MIT, kept in
+//! the repository so these tests always run), replayed through `parse_head`
+//! and the body decoders the way a worker would: once with the whole input at
+//! hand, once with the input arriving a byte at a time. Only cases for
+//! gunicorn's default configuration are used.
 
 use std::path::{Path, PathBuf};
 
@@ -10,20 +11,14 @@ use serde_json::Value;
 
 use super::{ChunkedDecoder, Framing, Limits, RequestHead, Version, parse_head};
 
-/// The corpus sits next to the repository; the fallback is the shared checkout.
-const CORPUS_DIRS: [&str; 2] = [
-    concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/conformance/gunicorn-requests"
-    ),
-    "/work/shared/conformance/gunicorn-requests",
-];
-
-fn corpus_dir() -> Option<PathBuf> {
-    CORPUS_DIRS
-        .iter()
-        .map(PathBuf::from)
-        .find(|d| d.join("manifest.json").is_file())
+fn corpus_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/gunicorn-requests");
+    assert!(
+        dir.join("manifest.json").is_file(),
+        "the request corpus is missing from {}",
+        dir.display()
+    );
+    dir
 }
 
 /// Undoes the corpus escaping exactly as `run.py`'s `decode()` does: real
@@ -300,10 +295,7 @@ fn default_config_cases(dir: &Path) -> Vec<Value> {
 
 #[test]
 fn gunicorn_corpus_default_config_cases_pass_whole_and_bytewise() {
-    let Some(dir) = corpus_dir() else {
-        println!("gunicorn corpus not found at {CORPUS_DIRS:?}; skipping");
-        return;
-    };
+    let dir = corpus_dir();
     let cases = default_config_cases(&dir);
     assert!(
         cases.len() > 100,
