@@ -93,6 +93,7 @@ enum Defer {
     /// We left it to a sibling for `DEFER_FOR` and it may still be there: take it.
     TimedOut,
 }
+
 /// How often a partial head is re-checked against the limits.
 const HEAD_RECHECK_BYTES: usize = 4096;
 
