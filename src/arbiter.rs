@@ -844,12 +844,7 @@ impl Arbiter {
         if let Ok(Forked::Child) = forked {
             let mut close_fds = self.signals.fds().to_vec();
             close_fds.push(self.notify_read.as_raw_fd());
-            if let Some((c, _)) = &self.control {
-                close_fds.extend(c.fds());
-            }
-            if let Some(m) = &self.metrics {
-                close_fds.extend(m.fds());
-            }
+            close_fds.extend(self.oneshot_servers().flat_map(OneShotServer::fds));
             let spec = worker::Spec {
                 config: &self.config,
                 listeners: &self.listeners,
@@ -1100,16 +1095,22 @@ impl Arbiter {
         if let Some(at) = self.next_watchdog {
             next = next.min(at);
         }
-        let servers = self
-            .control
-            .as_ref()
-            .map(|(c, _)| c)
-            .into_iter()
-            .chain(self.metrics.as_ref());
-        for deadline in servers.filter_map(OneShotServer::next_deadline) {
+        for deadline in self
+            .oneshot_servers()
+            .filter_map(OneShotServer::next_deadline)
+        {
             next = next.min(deadline);
         }
         next
+    }
+
+    /// The master's own servers: the control socket and the metrics endpoint.
+    fn oneshot_servers(&self) -> impl Iterator<Item = &OneShotServer> {
+        self.control
+            .as_ref()
+            .map(|(c, _)| c)
+            .into_iter()
+            .chain(self.metrics.as_ref())
     }
 
     /// Sleep until `until`, a signal, a worker's wake-up byte, or a control
@@ -1122,13 +1123,7 @@ impl Arbiter {
             PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.notify_read.as_fd(), PollFlags::POLLIN),
         ];
-        let servers = self
-            .control
-            .as_ref()
-            .map(|(c, _)| c)
-            .into_iter()
-            .chain(self.metrics.as_ref());
-        for server in servers {
+        for server in self.oneshot_servers() {
             fds.extend(
                 server
                     .poll_set()

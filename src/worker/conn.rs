@@ -61,9 +61,6 @@ pub struct Conn {
     pub maybe_readable: bool,
     /// Requests answered on this connection.
     pub served: u64,
-    /// Reads that brought bytes since the last request was answered: more
-    /// than one means the client sends in pieces and may still be sending.
-    pub reads_this_request: u32,
     /// epoll reported the peer's FIN (EPOLLRDHUP): read on to the end of
     /// stream even after a short read.
     pub peer_closed: bool,
@@ -93,7 +90,6 @@ impl Conn {
             read_eof: false,
             maybe_readable: true,
             served: 0,
-            reads_this_request: 0,
             peer_closed: false,
             stream: None,
             out: Vec::new(),
@@ -147,9 +143,6 @@ impl Conn {
         });
         match result {
             Ok(n) => {
-                if n > 0 {
-                    self.reads_this_request = self.reads_this_request.saturating_add(1);
-                }
                 if n == 0 {
                     self.read_eof = true;
                     self.maybe_readable = false;
@@ -210,8 +203,8 @@ impl Conn {
     }
 
     /// `write_all_wait` with send(2) flags. For the last bytes a connection
-    /// carries, when the caller closes it right after, MSG_MORE lets the
-    /// kernel hold them for the FIN that close sends: a small response and
+    /// carries, when the caller shuts it down right after, MSG_MORE lets the
+    /// kernel hold them for the FIN that the shutdown sends: a small response and
     /// the end of the connection leave in one packet instead of two, one
     /// segment less for both sides to process per connection.
     pub fn send_all_wait(

@@ -29,10 +29,6 @@ pub enum After {
     KeepAlive,
     /// Shut our side and close (lingering if the client may still send).
     Close,
-    /// The client said this was its last request (`Connection: close`, or
-    /// HTTP/1.0 without keep-alive), sent it in one piece with nothing
-    /// after it, and it was answered in full: close at once, no lingering.
-    Done,
 
     /// The head is sent; a detached stream's chunks follow from the
     /// worker's event loop.
@@ -155,7 +151,7 @@ impl Clock {
 pub fn reject(conn: &mut Conn, status: u16, reason: &str, ctx: &mut Context<'_>) -> After {
     log::debug!(
         "rejected a request from {}: {reason} ({status})",
-        conn.peer.map_or_else(|| "-".to_owned(), |p| p.to_string())
+        conn.peer_label()
     );
     crate::sys::signals::mark_response_started();
     ctx.slot.record_response(status, Duration::ZERO);
@@ -319,15 +315,8 @@ fn exchange(
         }
         other => other,
     };
-    // The client's last request, whole, with nothing sent after it: the
-    // connection closes at once after this response (`After::Done`).
-    let is_last_word = !keep_alive
-        && !head.keep_alive
-        && body_finished
-        && conn.buf.is_empty()
-        && conn.reads_this_request <= 1
-        && !conn.maybe_readable;
-    let sent = write_response(conn, body, framing, write_body, is_last_word, ctx);
+    // The last response on this connection: a shutdown follows at once.
+    let sent = write_response(conn, body, framing, write_body, !keep_alive, ctx);
     let body_bytes = match &sent {
         Ok(n) => *n,
         Err(e) => {
@@ -348,8 +337,6 @@ fn exchange(
     );
     if keep_alive && sent.is_ok() {
         After::KeepAlive
-    } else if is_last_word && sent.is_ok() {
-        After::Done
     } else {
         After::Close
     }
@@ -433,7 +420,7 @@ fn parse_uri(target: &str) -> Result<http::Uri, String> {
 }
 
 /// Write the head in `ctx.out` and then the body. Returns body bytes sent.
-/// `is_last` says the connection closes right after (see `Conn::send_all_wait`).
+/// `is_last` says the connection is shut down right after (see `Conn::send_all_wait`).
 fn write_response(
     conn: &mut Conn,
     body: ResponseBody,

@@ -354,12 +354,14 @@ impl<'a> Worker<'a> {
     }
 
     fn poll_timeout(&self) -> Duration {
+        if !self.ready.is_empty() {
+            return Duration::ZERO;
+        }
         let now = Instant::now();
         let wants_accept = self.lifecycle == Lifecycle::Serving
             && self.may_accept()
             && self.acceptable.iter().any(|&a| a);
-        let is_deferring = self.defer_until.is_some_and(|t| now < t);
-        if !self.ready.is_empty() || (wants_accept && !is_deferring) {
+        if wants_accept && self.defer_until.is_none_or(|t| now >= t) {
             return Duration::ZERO;
         }
         let next_deadline = self
@@ -438,7 +440,7 @@ impl<'a> Worker<'a> {
                         // delay every new connection.
                         self.balance_off_until = Some(now + BALANCE_BACKOFF);
                     }
-                    let deadline = Instant::now() + self.spec.config.header_timeout;
+                    let deadline = now + self.spec.config.header_timeout;
                     let conn = Conn::new(socket, addr.as_socket(), deadline);
                     self.add_conn(conn);
                     return true;
@@ -735,15 +737,7 @@ impl<'a> Worker<'a> {
                 self.close(k);
             }
 
-            After::Done => {
-                // The client said it is done and its request came in one
-                // read with nothing after it: no reason to expect more, so
-                // no lingering close (nginx decides the same way). close(2)
-                // also sends the response the kernel held back for the FIN.
-                self.close(k);
-            }
             After::KeepAlive => {
-                conn.reads_this_request = 0;
                 conn.release_buffer();
                 conn.phase = Phase::Idle;
                 conn.deadline = Instant::now() + self.spec.config.keep_alive.unwrap_or_default();
@@ -757,6 +751,10 @@ impl<'a> Worker<'a> {
                 // (the public corpus does): closing with unread input would
                 // reset the connection and could destroy this response on
                 // its way, so read and discard until the client closes.
+                // (nginx skips this when nothing more seems to be coming; a
+                // client still sending its next lines loses that race.) The
+                // shutdown also sends the response the kernel held back
+                // (MSG_MORE) in one packet with the FIN.
                 let _ = conn.socket.shutdown(std::net::Shutdown::Write);
                 if conn.buf.is_empty() && conn.read_eof {
                     self.close(k);
