@@ -296,6 +296,27 @@ macro_rules! bail {
     ($($arg:tt)*) => { return Err(ConfigError(format!($($arg)*))) };
 }
 
+/// A clap error as one line: what is wrong, then clap's own suggestions
+/// ("a similar argument exists: '--workers'"), without the usage block.
+/// The caller adds where to look for help, once.
+pub fn usage_error_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let what = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    // "to pass '--x' as a value, use '-- --x'" never helps here: no APP
+    // starts with a dash.
+    let tips = lines
+        .filter_map(|l| l.strip_prefix("tip: "))
+        .filter(|tip| !tip.starts_with("to pass "));
+    std::iter::once(what)
+        .chain(tips)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Non-negative seconds, whole or decimal.
 fn seconds(flag: &str, value: &str) -> Result<Duration, ConfigError> {
     match value.trim().parse::<f64>() {
@@ -332,8 +353,9 @@ impl Config {
         let workers = match &args.workers {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
             Some(w) => {
-                let n: usize = count("--workers", w)
-                    .map_err(|e| ConfigError(format!("{e} (from -w or WEB_CONCURRENCY)")))?;
+                // Where the value came from (flag, file or WEB_CONCURRENCY) is
+                // added by `config_file::Loaded::config`, which knows.
+                let n: usize = count("--workers", w)?;
                 if n == 0 {
                     bail!("--workers 0: at least one worker is needed");
                 }
@@ -594,6 +616,30 @@ mod tests {
             err.contains("does not exist") && err.contains("--worker-tmp-dir"),
             "{err}"
         );
+    }
+
+    fn usage_line(args: &[&str]) -> String {
+        let mut argv = vec!["forkhorn"];
+        argv.extend_from_slice(args);
+        usage_error_line(&Args::try_parse_from(argv).expect_err("must fail"))
+    }
+
+    #[test]
+    fn a_usage_error_is_one_line_with_clap_s_suggestion() {
+        assert_eq!(
+            usage_line(&["--max-request", "3"]),
+            "unexpected argument '--max-request' found; a similar argument exists: '--max-requests'"
+        );
+        assert_eq!(
+            usage_line(&["--zzzz"]),
+            "unexpected argument '--zzzz' found"
+        );
+    }
+
+    #[test]
+    fn a_bad_workers_value_names_only_the_flag() {
+        let err = parse(&["-w", "x"]).expect_err("must fail");
+        assert_eq!(err, "--workers \"x\": not a whole number");
     }
 
     #[test]

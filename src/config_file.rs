@@ -46,14 +46,23 @@ impl Loaded {
         Config::from_args(&self.args).map_err(|e| self.locate(e))
     }
 
+    /// Point an error that starts `--flag VALUE` at where VALUE was set:
+    /// the file (file, line and key) or the environment variable. Values
+    /// from the command line keep the flag's name as it is.
     fn locate(&self, e: ConfigError) -> ConfigError {
         let cmd = Args::command();
         for arg in cmd.get_arguments() {
             let Some(long) = arg.get_long() else { continue };
-            if !e.0.starts_with(&format!("--{long}")) {
+            let flag = format!("--{long}");
+            // `--max-requests` must not claim an error about `--max-requests-jitter`.
+            let Some(rest) = e.0.strip_prefix(&flag) else {
+                continue;
+            };
+            if !(rest.starts_with(' ') || rest.starts_with(':')) {
                 continue;
             }
-            if let Some(o) = self.origins.get(arg.get_id().as_str()) {
+            let id = arg.get_id().as_str();
+            if let Some(o) = self.origins.get(id) {
                 return ConfigError(format!(
                     "{}:{}: {}: {}",
                     o.file.display(),
@@ -62,6 +71,14 @@ impl Loaded {
                     e.0
                 ));
             }
+            if self.matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable)
+                && let Some(var) = arg.get_env()
+            {
+                let var = var.to_string_lossy();
+                let rest = rest.strip_prefix(' ').unwrap_or(rest);
+                return ConfigError(format!("{var}={rest} ({var} sets {flag}; fix or unset it)"));
+            }
+            return e;
         }
         e
     }
@@ -215,9 +232,7 @@ fn read_file(path: &Path) -> Result<(Vec<OsString>, BTreeMap<String, Origin>), C
         let arg = cmd
             .get_arguments()
             .find(|a| a.get_id().as_str() == key && !NOT_IN_FILE.contains(&key.as_str()))
-            .ok_or_else(|| {
-                at("unknown key (keys are the long flag names with _ for -, e.g. max_requests; see forkhorn --help)".to_owned())
-            })?;
+            .ok_or_else(|| at(unknown_key(key, &cmd)))?;
         let flag = match arg.get_long() {
             Some(long) => format!("--{long}"),
             // The APP positional.
@@ -274,6 +289,36 @@ fn read_file(path: &Path) -> Result<(Vec<OsString>, BTreeMap<String, Origin>), C
         );
     }
     Ok((words, origins))
+}
+
+/// How sure a near-miss must be before it is offered; clap uses the same
+/// measure (Jaro similarity) and threshold for its "a similar argument
+/// exists" tips.
+const SUGGESTION_MIN_SIMILARITY: f64 = 0.7;
+
+/// "unknown key", with the nearest real key when one is close.
+fn unknown_key(key: &str, cmd: &clap::Command) -> String {
+    let keys = cmd
+        .get_arguments()
+        .map(|a| a.get_id().as_str())
+        .filter(|id| !NOT_IN_FILE.contains(id));
+    match nearest(key, keys) {
+        Some(near) => format!("unknown key; did you mean `{near}`?"),
+        None => {
+            "unknown key; keys are the long flag names with _ for -, e.g. max_requests".to_owned()
+        }
+    }
+}
+
+/// The candidate most like `typed`, if it is like it at all. A flag's
+/// spelling (`max-requests`) finds its key (`max_requests`).
+fn nearest<'a>(typed: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let typed = typed.replace('-', "_");
+    candidates
+        .map(|c| (strsim::jaro(&typed, c), c))
+        .filter(|(score, _)| *score > SUGGESTION_MIN_SIMILARITY)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
 }
 
 /// The line on which `key` is set (1-based), for error messages.
@@ -341,6 +386,36 @@ mod tests {
             err.contains(&format!("{}:3: wrokers: unknown key", path.display())),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_unknown_key_suggests_the_nearest_real_one() {
+        let keys = ["timeout", "workers", "max_requests", "max_requests_jitter"];
+        assert_eq!(nearest("timout", keys.into_iter()), Some("timeout"));
+        assert_eq!(nearest("wrokers", keys.into_iter()), Some("workers"));
+        assert_eq!(
+            nearest("max-requests", keys.into_iter()),
+            Some("max_requests")
+        );
+        assert_eq!(nearest("frobnicate", keys.into_iter()), None);
+        let path = write("typo", "timout = 3\n");
+        let err = load_with(&path, &[]).err().expect("must fail");
+        assert!(
+            err.contains(":1: timout: unknown key; did you mean `timeout`?"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_error_is_not_pinned_on_a_flag_whose_name_is_a_prefix() {
+        // max_requests comes from the file, the bad jitter from the command line.
+        let path = write("prefix", "max_requests = 10\n");
+        let err = load_with(&path, &["--max-requests-jitter", "-1"])
+            .expect("load")
+            .config()
+            .expect_err("bad jitter")
+            .0;
+        assert_eq!(err, "--max-requests-jitter -1: must not be negative");
     }
 
     #[test]

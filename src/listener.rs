@@ -61,6 +61,11 @@ impl BindSpec {
         if let Some((_, port)) = with_port.rsplit_once(':')
             && port.parse::<u16>().is_err()
         {
+            if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "--bind {value}: port {port} is out of range; use a port from 0 to 65535 (0 picks a free one)"
+                ));
+            }
             return Err(bad());
         }
         match with_port.to_socket_addrs() {
@@ -248,6 +253,16 @@ mod tests {
             let err = BindSpec::parse(bad).expect_err(bad);
             assert!(err.starts_with(&format!("--bind {bad}")), "{err}");
         }
+    }
+
+    #[test]
+    fn an_out_of_range_port_names_the_range() {
+        for bad in ["127.0.0.1:99999", "localhost:65536", "[::1]:700000"] {
+            let err = BindSpec::parse(bad).expect_err(bad);
+            assert!(err.contains("from 0 to 65535"), "{err}");
+        }
+        let err = BindSpec::parse("1.2.3.4:port").expect_err("not a number");
+        assert!(!err.contains("65535"), "{err}");
     }
 
     #[test]

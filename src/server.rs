@@ -456,13 +456,7 @@ fn clap_error(e: clap::Error) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-/// The one line of a clap error that says what is wrong.
+/// The one line of a clap error that says what is wrong, with clap's tips.
 fn first_line(e: &clap::Error) -> String {
-    let rendered = e.render().to_string();
-    rendered
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid arguments")
-        .trim_start_matches("error: ")
-        .to_owned()
+    crate::config::usage_error_line(e)
 }

@@ -8,8 +8,10 @@ pub mod static_files;
 
 use crate::app::App;
 
-/// The built-in app names, for help and error messages.
-pub const BUILT_IN: &[&str] = &["chat", "hello", "echo", "chaos", "static:DIR"];
+/// Every form APP can take, for help and error messages. This is the one
+/// list to extend when a new kind of app arrives (`module:app` for Python
+/// apps goes here).
+pub const BUILT_IN: &[&str] = &["chat", "chat:URL", "static:DIR", "hello", "echo", "chaos"];
 
 /// Check an app spec before anything is forked, so a typo is one clear error
 /// rather than every worker failing to boot.
@@ -28,7 +30,7 @@ pub fn check(spec: &str) -> Result<(), String> {
             Err(format!("app {spec:?}: {name} takes no options; use {name}"))
         }
         _ => Err(format!(
-            "unknown app {spec:?}; built-in apps are {}",
+            "unknown app {spec:?}; APP is one of {}",
             BUILT_IN.join(", ")
         )),
     }
