@@ -3,6 +3,9 @@
 #
 #   scripts/bench.sh            full run (< 15 min)
 #   scripts/bench.sh --quick    1 short run of each figure (< 3 min)
+#   scripts/bench.sh --render-only
+#                               no benchmark: re-render docs/benchmarks.md, .png
+#                               and README's section from docs/benchmarks.json
 #
 # Installs what is missing (wrk and nginx with apt-get; gunicorn and matplotlib
 # from PyPI into scripts/.venv), builds target/release/forkhorn, raises
@@ -15,6 +18,18 @@ cd "$(dirname "$0")/.."
 
 installed=()
 say() { printf '[bench.sh] %s\n' "$*" >&2; }
+
+# --- re-render only: needs matplotlib, nothing else ---------------------------
+if [ "${1:-}" = --render-only ]; then
+    shift
+    VENV=scripts/.venv
+    [ -x "$VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$VENV"
+    if ! "$VENV/bin/python" -c "import matplotlib" >/dev/null 2>&1; then
+        say "installing matplotlib from PyPI into $VENV"
+        "$VENV/bin/pip" install -q matplotlib
+    fi
+    exec "$VENV/bin/python" scripts/bench.py --render docs/benchmarks.json "$@"
+fi
 
 # --- system packages: wrk, nginx -------------------------------------------
 need_apt=()
