@@ -17,7 +17,11 @@ venv=scripts/.venv
 validator="$venv/bin/kubernetes-validate"
 if ! "$validator" --version >/dev/null 2>&1; then
     echo "installing kubernetes-validate into $venv"
-    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    # Debian's python3 keeps venv in a package of its own.
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv" 2>/dev/null || {
+        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv "$venv"
+    }
     "$venv/bin/pip" install -q --disable-pip-version-check 'kubernetes-validate==1.37.0'
 fi
 bin="$PWD/target/debug/forkhorn"
