@@ -691,7 +691,7 @@ impl Arbiter {
         }
         let second = self.started.elapsed().as_secs();
         self.crashes
-            .record(second, format!("pid:{pid} {exit} {doing}"));
+            .record(second, format!("pid:{pid} ({exit}) {doing}"));
         if let Some(line) = self.crashes.report(second, Instant::now()) {
             log::warn!("{line}");
         }

@@ -1430,6 +1430,24 @@ fn sigkilling_a_booted_worker_every_200ms_for_10s_never_empties_the_server() {
         "the master never gave up; log:\n{}",
         server.log
     );
+    let deaths = server
+        .log
+        .count(|l| l.contains("was sent SIGKILL! Perhaps out of memory?"));
+    let explained = server.log.count(|l| {
+        l.contains("was sent SIGKILL!")
+            && (l.contains("serving GET /pid peer=127.0.0.1:")
+                || l.contains("idle (no request in flight)"))
+    });
+    assert!(
+        deaths > 0 && explained == deaths,
+        "each death names the request it cut off, if any; log:\n{}",
+        server.log
+    );
+    assert!(
+        server.log.contains("workers crashed in the last 60s"),
+        "the crash rate is reported; log:\n{}",
+        server.log
+    );
 }
 
 // ---------------------------------------------------------------- 12. kill -9 of the master (issue 12)
