@@ -29,14 +29,13 @@ use crate::sys::procfs;
 use crate::sys::signals::{self, Sig, SignalPipe};
 use crate::systemd::{self, Notifier};
 use crate::upgrade::Relaunch;
-use crate::worker::{self, EXIT_APP_LOAD_FAILED, EXIT_BOOT_FAILED, MASTER_SIGNALS};
+use crate::worker::{self, MASTER_SIGNALS};
+use crate::worker_exit::{self, Ask, CrashRate, HeldVacancies, Verdict, classify_exit};
 
 /// Time between SIGABRT (timeout) and SIGKILL for a worker that is still there.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
 /// How long a quick stop (INT, QUIT) waits before SIGKILL.
 const QUICK_STOP_GRACE: Duration = Duration::from_secs(1);
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// The longest the master sleeps when nothing is due.
 const IDLE_WAKEUP: Duration = Duration::from_secs(30);
 
@@ -50,19 +49,6 @@ use crate::server::{AppFactory, Hooks};
 /// Re-reads the configuration on HUP (the config file may have changed).
 pub type Reloader = Box<dyn Fn() -> Result<Config, String>>;
 
-/// What the master is asking of a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ask {
-    /// Keep serving.
-    Serve,
-    /// Told TERM (reload, scale-down, memory, stop): finish and exit.
-    Retire(Reason),
-    /// Timed out: sent SIGABRT at this instant; SIGKILL follows.
-    Abort(Instant),
-    /// Sent SIGKILL (after a timeout, or at the end of a stop).
-    Kill(Reason),
-}
-
 struct WorkerHandle {
     /// Small number for people (`ctl workers`), never reused.
     id: u64,
@@ -74,9 +60,20 @@ struct WorkerHandle {
     generation: u64,
     started: Instant,
     ask: Ask,
+    /// Failed boots in a row of the vacancy it fills (0: a fresh one); its
+    /// next failure backs off from there.
+    boot_failures: u32,
+    /// Reported ready and stayed up --min-worker-lifetime: the app boots,
+    /// so the failed-boot count has been cleared.
+    is_settled: bool,
 }
 
 impl WorkerHandle {
+    /// Reported ready in its slot and has lived `min_lifetime`.
+    fn has_settled(&self, min_lifetime: Duration) -> bool {
+        self.slot.state() != WorkerState::Booting && self.started.elapsed() >= min_lifetime
+    }
+
     /// Serving and not about to leave: counts toward the wanted number.
     fn is_active(&self) -> bool {
         self.ask == Ask::Serve && self.slot.state() != WorkerState::Retiring
@@ -126,10 +123,18 @@ pub struct Arbiter {
     wanted: usize,
     generation: u64,
     lifecycle: Lifecycle,
-    /// No worker is forked before this (crash-loop backoff).
-    respawn_at: Option<Instant>,
-    /// Consecutive workers that died within --min-worker-lifetime.
+    /// Vacancies left by workers that failed to boot, each refilled after
+    /// its own backoff; every other vacancy is filled at once.
+    held: HeldVacancies,
+    /// Workers in a row that died before reporting ready, with no worker
+    /// settling in between (--max-boot-failures).
     failed_boots: u32,
+    /// No worker is forked before this: forking or creating a slot failed.
+    spawn_retry_at: Option<Instant>,
+    /// Spawn attempts in a row that failed (fork, heartbeat file).
+    spawn_failures: u32,
+    /// Booted workers that crashed, over the last minute.
+    crashes: CrashRate,
     next_memory_check: Instant,
     /// Counts of reaped workers, so totals survive worker deaths.
     retired: Counts,
@@ -206,8 +211,11 @@ impl Arbiter {
             balance,
             generation: 0,
             lifecycle: Lifecycle::Running,
-            respawn_at: None,
+            held: HeldVacancies::default(),
             failed_boots: 0,
+            spawn_retry_at: None,
+            spawn_failures: 0,
+            crashes: CrashRate::default(),
             retired: Counts::default(),
             restarts: BTreeMap::new(),
             next_worker_id: 1,
@@ -252,6 +260,17 @@ impl Arbiter {
                     self.control =
                         Some((OneShotServer::new(socket, control::framing)?, path.clone()))
                 }
+                // Another forkhorn's socket, or a file that is not one: refuse
+                // to start rather than take it, or leave `forkhorn ctl` at that
+                // path talking to another server.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AlreadyExists
+                    ) =>
+                {
+                    return Err(e);
+                }
                 // Better a server without its control socket than no server.
                 Err(e) => log::warn!("{e}; running without a control socket"),
             }
@@ -284,6 +303,7 @@ impl Arbiter {
         loop {
             self.handle_signals();
             self.reap_exited();
+            self.note_settled_workers();
             self.check_heartbeats(Instant::now());
             self.check_memory(Instant::now());
             self.escalate_stop(Instant::now());
@@ -612,61 +632,81 @@ impl Arbiter {
         let lived = w.started.elapsed();
         let counts = w.slot.counts();
         self.retired.add(&counts);
-        let reason = match (w.ask, exit) {
-            (Ask::Abort(_), _) | (Ask::Kill(Reason::Timeout), _) => {
-                log::info!("Worker (pid:{pid}) ended after timeout ({exit})");
-                Reason::Timeout
-            }
-            (Ask::Retire(reason) | Ask::Kill(reason), _) => {
-                log::info!("Worker exiting (pid: {pid})");
-                reason
-            }
-            (Ask::Serve, Exit::Code(0)) if w.slot.state() == WorkerState::Retiring => {
-                log::info!(
-                    "Worker (pid:{pid}) recycled after {} requests (max-requests)",
-                    counts.requests
-                );
-                Reason::MaxRequests
-            }
-            (Ask::Serve, Exit::Code(EXIT_APP_LOAD_FAILED)) => {
-                self.halt(
-                    EXIT_APP_LOAD_ERROR,
-                    format!("App failed to load (worker pid:{pid} {exit})"),
-                );
-                return;
-            }
-            (Ask::Serve, Exit::Code(EXIT_BOOT_FAILED)) => {
-                self.halt(
-                    EXIT_WORKER_BOOT_ERROR,
-                    format!("Worker failed to boot (pid:{pid} {exit})"),
-                );
-                return;
-            }
-            (Ask::Serve, Exit::Signal(Sig::SIGKILL)) => {
-                log::error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?");
-                Reason::Crash
-            }
-            (Ask::Serve, exit) => {
-                log::error!("Worker (pid:{pid}) died unexpectedly ({exit})");
-                Reason::Crash
-            }
-        };
-        if reason != Reason::Shutdown {
+        if w.has_settled(self.config.min_worker_lifetime) {
+            self.failed_boots = 0;
+        }
+        let verdict = classify_exit(
+            w.ask,
+            exit,
+            w.slot.state(),
+            lived,
+            self.config.min_worker_lifetime,
+        );
+        if let Some(reason) = verdict.restart_reason()
+            && reason != Reason::Shutdown
+        {
             *self.restarts.entry(reason).or_default() += 1;
         }
-        if reason == Reason::Crash && lived < self.config.min_worker_lifetime {
-            self.failed_boot(pid, exit, lived, w.slot.last_error());
-        } else if lived >= self.config.min_worker_lifetime {
-            self.failed_boots = 0;
+        match verdict {
+            Verdict::Retired(_) => log::info!("Worker exiting (pid: {pid})"),
+            Verdict::Recycled => log::info!(
+                "Worker (pid:{pid}) recycled after {} requests (max-requests)",
+                counts.requests
+            ),
+            Verdict::TimedOut => {
+                log::info!("Worker (pid:{pid}) ended after timeout ({exit})");
+                self.count_timeout_answer(&w.slot);
+            }
+            Verdict::AppLoadFailed => self.halt(
+                EXIT_APP_LOAD_ERROR,
+                format!("App failed to load (worker pid:{pid} {exit})"),
+            ),
+            Verdict::CannotBoot => self.halt(
+                EXIT_WORKER_BOOT_ERROR,
+                format!("Worker failed to boot (pid:{pid} {exit})"),
+            ),
+            Verdict::FailedBoot => self.failed_boot(&w, exit, lived),
+            Verdict::Crashed { .. } => self.crashed(&w, exit, lived),
         }
     }
 
-    /// A worker died young: back off before the next fork, and give up after
-    /// --max-boot-failures in a row, so systemd or Docker see a failed
-    /// service rather than a silent fork loop.
-    fn failed_boot(&mut self, pid: Pid, exit: Exit, lived: Duration, last_error: Option<String>) {
+    /// A booted worker died unasked: say what it was doing, and report the
+    /// rate when crashes repeat. Its vacancy is filled at once
+    /// (`spawn_missing`), so a storm of kills never empties the server.
+    fn crashed(&mut self, w: &WorkerHandle, exit: Exit, lived: Duration) {
+        let pid = w.pid;
+        let doing = w.slot.in_flight().map_or_else(
+            || "idle (no request in flight)".to_owned(),
+            |r| format!("serving {r}"),
+        );
+        match exit {
+            Exit::Signal(Sig::SIGKILL) => log::error!(
+                "Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory? It was {doing}, {:.2}s after start; replacing it now",
+                lived.as_secs_f64()
+            ),
+            exit => log::error!(
+                "Worker (pid:{pid}) died unexpectedly ({exit}); it was {doing}, {:.2}s after start; replacing it now",
+                lived.as_secs_f64()
+            ),
+        }
+        let second = self.started.elapsed().as_secs();
+        self.crashes
+            .record(second, format!("pid:{pid} ({exit}) {doing}"));
+        if let Some(line) = self.crashes.report(second, Instant::now()) {
+            log::warn!("{line}");
+        }
+    }
+
+    /// A worker died before it reported ready: its vacancy waits out a
+    /// backoff (the others do not), and after --max-boot-failures in a row
+    /// the master gives up, so systemd or Docker see a failed service rather
+    /// than a silent fork loop.
+    fn failed_boot(&mut self, w: &WorkerHandle, exit: Exit, lived: Duration) {
+        let pid = w.pid;
         self.failed_boots += 1;
-        let said = last_error
+        let said = w
+            .slot
+            .last_error()
             .map(|e| format!("; its last error: {e}"))
             .unwrap_or_default();
         if self
@@ -683,21 +723,58 @@ impl Arbiter {
             );
             return;
         }
-        let backoff = self.backoff();
+        let backoff = self.held.hold(Instant::now(), w.boot_failures + 1);
         log::warn!(
-            "Worker (pid:{pid}) ended with {exit} {:.2}s after start{said}; failed boot {} in a row, next worker in {:.1}s",
+            "Worker (pid:{pid}) ended with {exit} {:.2}s after start, before it was ready{said}; failed boot {} in a row (only its own place waits); next worker in {:.1}s",
             lived.as_secs_f64(),
             self.failed_boots,
             backoff.as_secs_f64()
         );
-        self.respawn_at = Some(Instant::now() + backoff);
     }
 
-    /// 100 ms after the first failure, doubling up to 10 s.
-    fn backoff(&self) -> Duration {
-        BACKOFF_FIRST
-            .saturating_mul(1 << self.failed_boots.saturating_sub(1).min(8))
-            .min(BACKOFF_MAX)
+    /// Clear the failed-boot count once a worker has reported ready and
+    /// stayed up --min-worker-lifetime: the app does boot.
+    fn note_settled_workers(&mut self) {
+        let min_lifetime = self.config.min_worker_lifetime;
+        for w in self.workers.iter_mut().filter(|w| !w.is_settled) {
+            if w.has_settled(min_lifetime) {
+                w.is_settled = true;
+                self.failed_boots = 0;
+            }
+        }
+    }
+
+    /// A timed-out worker's handler wrote a 504 before it exited: count it
+    /// with the other responses and give it its access log line, which the
+    /// worker could not write from a signal handler.
+    fn count_timeout_answer(&mut self, slot: &Slot) {
+        let Some(answer) = slot.timeout_answer() else {
+            return;
+        };
+        self.retired
+            .add_response(504, answer.elapsed, signals::TIMEOUT_RESPONSE_BYTES);
+        if !crate::logging::access_log_enabled() {
+            return;
+        }
+        // Checked at start (Config), so it parses.
+        let Ok(format) = crate::access_log::Format::parse(&self.config.access_log_format) else {
+            return;
+        };
+        let peer = answer.peer.parse().ok();
+        let line = format.render(&crate::access_log::Record {
+            peer: peer.as_ref(),
+            method: &answer.method,
+            target: &answer.target,
+            // The slot does not keep the protocol version.
+            version: "-",
+            request_headers: &[],
+            status: 504,
+            response_headers: &http::HeaderMap::new(),
+            body_bytes: signals::TIMEOUT_BODY_BYTES,
+            duration: answer.elapsed,
+            time: &crate::sys::clock::local_time("[%d/%b/%Y:%H:%M:%S %z]"),
+        });
+        crate::logging::access(&line);
     }
 
     /// Stop everything because workers cannot run, with a reason an operator can act on.
@@ -806,34 +883,44 @@ impl Arbiter {
         }
     }
 
+    /// Fill the vacancies: at once, except those whose worker failed to
+    /// boot, which wait out their own backoff.
     fn spawn_missing(&mut self) {
         if self.lifecycle != Lifecycle::Running || self.is_paused {
             return;
         }
-        if self.respawn_at.is_some_and(|at| Instant::now() < at) {
+        let now = Instant::now();
+        if self.spawn_retry_at.is_some_and(|at| now < at) {
             return;
         }
-        self.respawn_at = None;
+        self.spawn_retry_at = None;
         let active = self
             .workers
             .iter()
             .filter(|w| w.generation == self.generation && w.is_active())
             .count();
-        for _ in active..self.wanted {
-            if let Err(e) = self.spawn_worker() {
-                self.failed_boots += 1;
-                let backoff = self.backoff();
+        let missing = self.wanted.saturating_sub(active);
+        let mut to_fill = self.held.to_fill(missing, now).into_iter();
+        while let Some(boot_failures) = to_fill.next() {
+            if let Err(e) = self.spawn_worker(boot_failures) {
+                // The vacancies not filled keep their counts for the retry.
+                for boot_failures in std::iter::once(boot_failures).chain(to_fill) {
+                    self.held.put_back(now, boot_failures);
+                }
+                self.spawn_failures += 1;
+                let backoff = worker_exit::backoff(self.spawn_failures);
                 log::error!(
                     "cannot start a worker: {e}; retrying in {:.1}s",
                     backoff.as_secs_f64()
                 );
-                self.respawn_at = Some(Instant::now() + backoff);
+                self.spawn_retry_at = Some(now + backoff);
                 return;
             }
+            self.spawn_failures = 0;
         }
     }
 
-    fn spawn_worker(&mut self) -> std::io::Result<()> {
+    fn spawn_worker(&mut self, boot_failures: u32) -> std::io::Result<()> {
         let slot = Slot::create_in(&self.config.worker_tmp_dir)?;
         let seat = self
             .balance
@@ -842,6 +929,8 @@ impl Arbiter {
         let mask = signals::block_all()?;
         let forked = process::fork();
         if let Ok(Forked::Child) = forked {
+            // The timeout handler stamps this slot when it writes its 504.
+            signals::set_timeout_mark(slot.leak_timeout_mark());
             let mut close_fds = self.signals.fds().to_vec();
             close_fds.push(self.notify_read.as_raw_fd());
             close_fds.extend(self.oneshot_servers().flat_map(OneShotServer::fds));
@@ -872,6 +961,8 @@ impl Arbiter {
             generation: self.generation,
             started: Instant::now(),
             ask: Ask::Serve,
+            boot_failures,
+            is_settled: false,
         });
         self.next_worker_id += 1;
         Ok(())
@@ -1086,8 +1177,12 @@ impl Arbiter {
         if let Lifecycle::Stopping { deadline, .. } = self.lifecycle {
             next = next.min(deadline);
         }
-        if let Some(at) = self.respawn_at {
-            next = next.min(at);
+        if self.lifecycle == Lifecycle::Running && !self.is_paused {
+            // A held vacancy due while forking is failing waits for the retry.
+            let retry = self.spawn_retry_at.unwrap_or(now);
+            for at in self.held.due_times().chain(self.spawn_retry_at) {
+                next = next.min(at.max(retry));
+            }
         }
         if self.config.max_worker_memory.is_some() {
             next = next.min(self.next_memory_check);

@@ -178,11 +178,11 @@ pub struct Args {
     #[arg(long = "slow-request-threshold", value_name = "SECS")]
     pub slow_request_threshold: Option<String>,
 
-    /// A worker that exits sooner than this after starting counts as a failed boot.
+    /// A worker must stay up this long after reporting ready to clear the failed-boot count.
     #[arg(long = "min-worker-lifetime", value_name = "SECS", default_value = "1")]
     pub min_worker_lifetime: String,
 
-    /// Stop the server (exit 3) after this many failed boots in a row (0 = retry forever).
+    /// Stop the server (exit 3) after this many workers in a row die before reporting ready (0 = retry forever).
     #[arg(long = "max-boot-failures", value_name = "N", default_value = "10")]
     pub max_boot_failures: String,
 
@@ -264,7 +264,7 @@ pub struct Config {
     pub memory_check_interval: Duration,
     /// Requests slower than this are logged; None = off.
     pub slow_request_threshold: Option<Duration>,
-    /// Workers that die younger than this count as failed boots.
+    /// How long a ready worker must stay up to clear the failed-boot count.
     pub min_worker_lifetime: Duration,
     /// Failed boots in a row before the master gives up; None = never.
     pub max_boot_failures: Option<u32>,

@@ -5,7 +5,7 @@
 //! `Snapshot`, and is also the `forkhorn ctl` client.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -107,17 +107,41 @@ pub fn framing(input: &[u8]) -> Option<usize> {
 
 /// Bind the control socket at `path`, mode 0600.
 pub fn bind(path: &Path, replace_live: bool) -> std::io::Result<Socket> {
-    if path.exists() {
-        if !replace_live && UnixStream::connect(path).is_ok() {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            let is_stale = !replace_live && is_stale_socket(path)?;
+            std::fs::remove_file(path).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot remove the old control socket {}: {e}",
+                        path.display()
+                    ),
+                )
+            })?;
+            if is_stale {
+                log::warn!(
+                    "replaced a stale control socket at {} (a previous forkhorn was killed)",
+                    path.display()
+                );
+            }
+        }
+        Ok(_) => {
             return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
+                std::io::ErrorKind::AlreadyExists,
                 format!(
-                    "control socket {} is in use by another forkhorn (pick another path with --control-socket)",
+                    "control socket path {} exists and is not a socket; remove it or pick another --control-socket",
                     path.display()
                 ),
             ));
         }
-        let _ = std::fs::remove_file(path);
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot check control socket {}: {e}", path.display()),
+            ));
+        }
     }
     let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
     socket.bind(&SockAddr::unix(path)?).map_err(|e| {
@@ -260,6 +284,29 @@ fn default_socket() -> PathBuf {
         shm.join("forkhorn.ctl")
     } else {
         std::env::temp_dir().join("forkhorn.ctl")
+    }
+}
+
+/// Whether the socket file at `path` is a leftover (nobody accepts on it,
+/// so its forkhorn was killed) rather than a running forkhorn's, which is
+/// never taken over.
+fn is_stale_socket(path: &Path) -> std::io::Result<bool> {
+    match UnixStream::connect(path) {
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "control socket {} belongs to a running forkhorn; stop that one first, or give this one another --control-socket (or --no-control-socket)",
+                path.display()
+            ),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(true),
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot tell whether control socket {} is still in use: {e}; remove it if no forkhorn runs, or pick another --control-socket",
+                path.display()
+            ),
+        )),
     }
 }
 

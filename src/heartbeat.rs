@@ -136,6 +136,11 @@ pub struct SlotData {
     /// written before it exits, read by the master after reaping it.
     last_error_len: AtomicU32,
     last_error: AtomicBytes<{ LAST_ERROR_BYTES / 8 }>,
+    /// CLOCK_MONOTONIC ns at which the worker's timeout handler wrote its
+    /// 504 to the request in flight; 0 if it wrote none. Written only by that
+    /// handler (the worker `_exit`s right after), read by the master when it
+    /// reaps the worker, to count the response and log it.
+    timeout_answered_ns: AtomicU64,
 }
 
 /// Upper bounds (seconds) of the request duration histogram buckets.
@@ -163,6 +168,16 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Count one response the master learned of after its worker was gone
+    /// (the 504 a timed-out worker wrote from its signal handler).
+    pub fn add_response(&mut self, status: u16, duration: Duration, bytes_out: u64) {
+        self.requests += 1;
+        self.bytes_out += bytes_out;
+        self.status_classes[status_class(status)] += 1;
+        self.duration_buckets[duration_bucket(duration)] += 1;
+        self.duration_sum_us += duration.as_micros() as u64;
+    }
+
     /// Add another worker's counts to these.
     pub fn add(&mut self, other: &Counts) {
         self.requests += other.requests;
@@ -301,14 +316,8 @@ impl Slot {
     /// Count a finished response: its status and how long it took.
     pub fn record_response(&self, status: u16, duration: Duration) {
         let c = &self.cell;
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        c.status_classes[class].fetch_add(1, Ordering::Relaxed);
-        let secs = duration.as_secs_f64();
-        let bucket = DURATION_BUCKETS
-            .iter()
-            .position(|&b| secs <= b)
-            .unwrap_or(DURATION_BUCKETS.len());
-        c.duration_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        c.status_classes[status_class(status)].fetch_add(1, Ordering::Relaxed);
+        c.duration_buckets[duration_bucket(duration)].fetch_add(1, Ordering::Relaxed);
         c.duration_sum_us
             .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
     }
@@ -341,6 +350,32 @@ impl Slot {
 
     /// The request in flight, if any, read consistently.
     pub fn in_flight(&self) -> Option<InFlight> {
+        self.request_started_at(monotonic_ns())
+    }
+
+    /// The cell the worker's timeout handler stamps when it writes its 504,
+    /// for `signals::set_timeout_mark`. Leaks one reference to the mapping so
+    /// it stays mapped for the rest of this process (call it once, in the
+    /// worker).
+    pub fn leak_timeout_mark(&self) -> &'static AtomicU64 {
+        let cell: &'static Arc<SharedCell<SlotData>> = Box::leak(Box::new(self.cell.clone()));
+        &cell.timeout_answered_ns
+    }
+
+    /// The request a timed-out worker answered with its 504 from the signal
+    /// handler, with `elapsed` from the request's start to that write; None
+    /// if the handler wrote no 504 (no request in flight, or part of the
+    /// response had gone out).
+    pub fn timeout_answer(&self) -> Option<InFlight> {
+        match self.cell.timeout_answered_ns.load(Ordering::Acquire) {
+            0 => None,
+            at => self.request_started_at(at),
+        }
+    }
+
+    /// The request in flight as of `now_ns` (CLOCK_MONOTONIC), read
+    /// consistently.
+    fn request_started_at(&self, now_ns: u64) -> Option<InFlight> {
         let c = &self.cell;
         for _ in 0..100 {
             let before = c.request_seq.load(Ordering::Acquire);
@@ -363,11 +398,25 @@ impl Slot {
                 method: String::from_utf8_lossy(&method).into_owned(),
                 target: String::from_utf8_lossy(&target).into_owned(),
                 peer: String::from_utf8_lossy(&peer).into_owned(),
-                elapsed: Duration::from_nanos(monotonic_ns().saturating_sub(start)),
+                elapsed: Duration::from_nanos(now_ns.saturating_sub(start)),
             });
         }
         None
     }
+}
+
+/// Index into `status_classes` of `status`: 0 for 1xx ... 4 for 5xx.
+fn status_class(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
+/// Index into `duration_buckets` of `duration` (the +Inf bucket last).
+fn duration_bucket(duration: Duration) -> usize {
+    let secs = duration.as_secs_f64();
+    DURATION_BUCKETS
+        .iter()
+        .position(|&b| secs <= b)
+        .unwrap_or(DURATION_BUCKETS.len())
 }
 
 #[cfg(test)]
@@ -391,6 +440,35 @@ mod tests {
         slot.end_request(WorkerState::Idle);
         assert_eq!(slot.in_flight(), None);
         assert_eq!(slot.requests(), 1);
+    }
+
+    #[test]
+    fn a_timeout_answer_is_the_request_in_flight_when_the_504_went_out() {
+        let slot = Slot::create_in(&std::env::temp_dir()).expect("slot");
+        slot.begin_request("GET", "/sleep?s=10", "10.0.0.7:5555");
+        assert_eq!(slot.timeout_answer(), None, "no 504 written yet");
+        let mark = slot.leak_timeout_mark();
+        let start = monotonic_ns() - 1_500_000_000;
+        slot.cell.request_start_ns.store(start, Ordering::Relaxed);
+        mark.store(start + 1_000_000_000, Ordering::Release);
+        let answer = slot.timeout_answer().expect("the 504 is seen");
+        assert_eq!(
+            (answer.method.as_str(), answer.target.as_str()),
+            ("GET", "/sleep?s=10")
+        );
+        assert_eq!(answer.elapsed, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_response_added_by_the_master_counts_like_one_a_worker_recorded() {
+        let slot = Slot::create_in(&std::env::temp_dir()).expect("slot");
+        slot.begin_request("GET", "/", "-");
+        slot.record_response(504, Duration::from_millis(700));
+        slot.add_bytes_out(120);
+        slot.end_request(WorkerState::Idle);
+        let mut counts = Counts::default();
+        counts.add_response(504, Duration::from_millis(700), 120);
+        assert_eq!(counts, slot.counts());
     }
 
     #[test]

@@ -40,5 +40,6 @@ pub mod sys;
 pub mod systemd;
 pub mod upgrade;
 pub mod worker;
+pub mod worker_exit;
 
 pub use server::{Server, run};

@@ -29,8 +29,15 @@ impl Pidfile {
                 ),
             ));
         }
+        let stale = read_pid(path).filter(|&pid| pid != std::process::id());
         let pid = std::process::id();
         Pidfile::write(path, pid)?;
+        if let Some(old) = stale {
+            log::warn!(
+                "replaced a stale pidfile at {} (pid {old} is not a running forkhorn; a previous forkhorn was killed)",
+                path.display()
+            );
+        }
         Ok(Pidfile {
             path: path.to_path_buf(),
             pid,

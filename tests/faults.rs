@@ -183,8 +183,8 @@ const ATTRIBUTION_SLACK: Duration = Duration::from_millis(50);
 
 #[test]
 fn sigkilling_a_random_worker_every_200ms_fails_only_requests_in_flight_on_it() {
-    // Nearly every worker here dies young: keep the crash-loop backoff (which
-    // would halt the master after 10 young deaths in a row) out of it.
+    // Nearly every worker here dies young. Since issue 12 a booted worker's
+    // death is a crash whatever its age; the flag is kept from before.
     let server = Server::start(&["-w", "4", "--min-worker-lifetime", "0", "chaos"]);
     server.wait_for_workers(4);
     let load = Load::start(server.port, 2, "/pid");
@@ -1181,7 +1181,8 @@ fn retry_delays(server: &Server) -> Vec<f64> {
 
 #[test]
 fn a_removed_tmp_dir_makes_respawns_back_off_until_it_is_back() {
-    // Young deaths would add the crash-loop backoff; keep to the tmp dir's.
+    // The victim has booted, so its death adds no failed-boot backoff (issue
+    // 12); the flag is kept from before, and the delays are the tmp dir's.
     let server = Server::start(&["-w", "2", "--min-worker-lifetime", "0", "chaos"]);
     let workers = server.wait_for_workers(2);
     let victim = *workers.first().expect("two workers");
@@ -1348,4 +1349,248 @@ fn settled_fd_count(pid: i32) -> Option<usize> {
             open_fd_count(pid)
         })
         .min()
+}
+
+// ---------------------------------------------------------------- 11. kill -9 of booted workers (issue 12)
+
+/// The issue's scenario: how long the storm lasts and how often it kills.
+const OPERATOR_STORM: Duration = Duration::from_secs(10);
+/// How soon after the last kill the wanted workers must be back, and the
+/// longest any request may wait.
+const BACK_WITHIN: Duration = Duration::from_secs(1);
+
+#[test]
+fn sigkilling_a_booted_worker_every_200ms_for_10s_never_empties_the_server() {
+    // Regression test for issue 12: replacements killed young used to count
+    // as failed boots, the backoff blocked every fork, the server sat with
+    // no worker for seconds, and ten in a row would stop the master.
+    // Default --min-worker-lifetime and --max-boot-failures on purpose.
+    let server = Server::start(&["--no-control-socket", "-w", "3", "-t", "3", "chaos"]);
+    server.wait_for_workers(3);
+    let load = Load::start(server.port, 4, "/pid");
+    assert!(load.wait_for_more_served(20), "the load got going");
+
+    let mut kills: Vec<(Instant, i32)> = Vec::new();
+    let storm = Instant::now();
+    while storm.elapsed() < OPERATOR_STORM {
+        let workers: Vec<i32> = server.workers().into_iter().collect();
+        if !workers.is_empty() {
+            let victim = workers[fastrand::usize(..workers.len())];
+            kills.push((Instant::now(), victim));
+            signal(victim, Signal::SIGKILL);
+        }
+        thread::sleep(KILL_EVERY);
+    }
+    let last_kill = kills.last().map_or(storm, |&(at, _)| at);
+    let killed: BTreeSet<i32> = kills.iter().map(|&(_, pid)| pid).collect();
+    let mut workers = BTreeSet::new();
+    let back = wait_until(EVENTUALLY, || {
+        workers = server.workers();
+        workers.len() == 3
+            && workers.is_disjoint(&killed)
+            && workers.iter().all(|&w| server.has_booted(w))
+    });
+    let back_after = last_kill.elapsed();
+    let master_runs = proc_stat(server.master).is_some_and(|s| !matches!(s.state, 'Z' | 'X'));
+    let attempts = load.finish();
+    let failures: Vec<&Attempt> = attempts.iter().filter(|a| !a.is_served()).collect();
+    let slowest = attempts.iter().map(|a| a.took).max().unwrap_or_default();
+    let slow: Vec<&Attempt> = attempts.iter().filter(|a| a.took > BACK_WITHIN).collect();
+    eprintln!(
+        "operator kill storm: {} kills in {:?}, {} requests, {} failed, slowest {slowest:?}, 3 workers back {back_after:?} after the last kill",
+        kills.len(),
+        OPERATOR_STORM,
+        attempts.len(),
+        failures.len(),
+    );
+    assert!(
+        master_runs,
+        "the master is still running; log:\n{}",
+        server.log
+    );
+    assert!(
+        back && back_after <= BACK_WITHIN,
+        "3 booted workers again within {BACK_WITHIN:?} of the last kill (took {back_after:?}, have {workers:?}); log:\n{}",
+        server.log
+    );
+    assert!(
+        failures.len() <= kills.len(),
+        "{} failed requests for {} kills:\n{}",
+        failures.len(),
+        kills.len(),
+        describe(&failures)
+    );
+    assert!(
+        slow.is_empty(),
+        "requests waited longer than {BACK_WITHIN:?}:\n{}",
+        describe(&slow)
+    );
+    assert!(
+        !server.log.contains("Shutting down"),
+        "the master never gave up; log:\n{}",
+        server.log
+    );
+    let deaths = server
+        .log
+        .count(|l| l.contains("was sent SIGKILL! Perhaps out of memory?"));
+    let explained = server.log.count(|l| {
+        l.contains("was sent SIGKILL!")
+            && (l.contains("serving GET /pid peer=127.0.0.1:")
+                || l.contains("idle (no request in flight)"))
+    });
+    assert!(
+        deaths > 0 && explained == deaths,
+        "each death names the request it cut off, if any; log:\n{}",
+        server.log
+    );
+    assert!(
+        server.log.contains("workers crashed in the last 60s"),
+        "the crash rate is reported; log:\n{}",
+        server.log
+    );
+}
+
+// ---------------------------------------------------------------- 12. kill -9 of the master (issue 12)
+
+#[test]
+fn the_next_start_replaces_the_control_socket_and_pidfile_a_sigkilled_master_left() {
+    let dir = common::fresh_dir();
+    let socket = dir.join("forkhorn.ctl");
+    let pidfile = dir.join("forkhorn.pid");
+    let (socket_arg, pid_arg) = (
+        socket.to_str().expect("utf-8 path"),
+        pidfile.to_str().expect("utf-8 path"),
+    );
+    let args = [
+        "-w",
+        "1",
+        "--control-socket",
+        socket_arg,
+        "--pid",
+        pid_arg,
+        "chaos",
+    ];
+    let mut first = Server::start(&args);
+    let workers = first.wait_for_workers(1);
+    first.signal(Signal::SIGKILL);
+    assert!(first.wait_exit(EVENTUALLY).is_some(), "the master is gone");
+    assert!(
+        workers.iter().all(|&w| wait_gone(w)),
+        "its workers follow it"
+    );
+    assert!(
+        socket.exists() && pidfile.exists(),
+        "a killed master cannot clean up: the socket and pidfile stay"
+    );
+
+    let second = Server::start(&args);
+    second.wait_for_workers(1);
+    let said = |needle: String| {
+        second
+            .log
+            .wait_for(EVENTUALLY, |l| l.contains(&needle))
+            .is_some()
+    };
+    assert!(
+        said(format!(
+            "replaced a stale control socket at {socket_arg} (a previous forkhorn was killed)"
+        )),
+        "log:\n{}",
+        second.log
+    );
+    assert!(
+        said(format!("replaced a stale pidfile at {pid_arg}")),
+        "log:\n{}",
+        second.log
+    );
+    let status = common::ctl_json(&socket, &["status"]);
+    assert_eq!(
+        status["master_pid"], second.master,
+        "ctl reaches the new master"
+    );
+    let written = std::fs::read_to_string(&pidfile).expect("pidfile");
+    assert_eq!(written.trim(), second.master.to_string());
+    drop(second);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_second_forkhorn_given_a_running_ones_control_socket_refuses_to_start() {
+    let dir = common::fresh_dir();
+    let socket = dir.join("forkhorn.ctl");
+    let socket_arg = socket.to_str().expect("utf-8 path");
+    let first = Server::start(&["-w", "1", "--control-socket", socket_arg, "chaos"]);
+    first.wait_for_workers(1);
+    let tmp = common::fresh_dir();
+    let second = run_to_exit(
+        &[
+            "-b",
+            "127.0.0.1:0",
+            "--worker-tmp-dir",
+            tmp.to_str().expect("utf-8 path"),
+            "--control-socket",
+            socket_arg,
+            "chaos",
+        ],
+        EVENTUALLY,
+    );
+    assert_eq!(second.status.code(), Some(1), "{:?}", second.stderr);
+    assert!(
+        second.stderr.iter().any(|l| l.contains(&format!(
+            "control socket {socket_arg} belongs to a running forkhorn"
+        ))),
+        "a clear error: {:?}",
+        second.stderr
+    );
+    let status = common::ctl_json(&socket, &["status"]);
+    assert_eq!(
+        status["master_pid"], first.master,
+        "the first keeps its socket"
+    );
+    assert_eq!(first.get("/pid").expect("GET /pid").status, 200);
+    drop(first);
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(tmp);
+}
+
+#[test]
+fn workers_that_all_exit_before_ready_stop_the_master_with_status_3() {
+    // Issue 12 kept this: only workers that die before they report ready
+    // count toward --max-boot-failures; with every one of them failing, the
+    // master gives up rather than fork-loop, whatever the worker count.
+    let finished = run_to_exit(
+        &[
+            "-b",
+            "127.0.0.1:0",
+            "--no-control-socket",
+            "-w",
+            "3",
+            "--max-boot-failures",
+            "6",
+            "chaos:boot-fail",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        finished.status.code(),
+        Some(3),
+        "log:\n{}",
+        finished.stderr.join("\n")
+    );
+    let failures = finished
+        .stderr
+        .iter()
+        .filter(|l| l.contains("before it was ready"))
+        .count();
+    assert_eq!(
+        failures,
+        5,
+        "five held back, the sixth stops it; log:\n{}",
+        finished.stderr.join("\n")
+    );
+    let last = finished.stderr.last().expect("log lines");
+    assert!(
+        last.contains("6 workers in a row failed to boot") && last.contains("exit code 1"),
+        "{last}"
+    );
 }

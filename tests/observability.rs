@@ -575,3 +575,65 @@ fn a_request_slower_than_the_threshold_is_logged_as_a_warning() {
         server.log
     );
 }
+
+// ---------------------------------------------------------------- the timeout 504 (issue 12)
+
+/// The value of the metric line `name` (labels included) in `text`.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn the_504_of_a_timed_out_worker_is_counted_and_access_logged_with_its_duration() {
+    // Regression test for issue 12: the worker writes this 504 from a signal
+    // handler and exits, so the master has to count and log it.
+    let (server, socket) = start_with_control(&[
+        "-w",
+        "1",
+        "-t",
+        "1",
+        "--metrics-bind",
+        "127.0.0.1:0",
+        "--access-logfile",
+        "-",
+        "--access-logformat",
+        "%(r)s %(s)s %(b)s %(L)s",
+        "chaos",
+    ]);
+    let metrics = metrics_port(&server.log);
+    server.wait_for_workers(1);
+    assert_eq!(server.get("/pid").expect("GET /pid").status, 200);
+    let response = server.get("/sleep?s=10").expect("GET /sleep");
+    assert_eq!(response.status, 504, "{response:?}");
+
+    let stats = stats_when(socket.path(), "the 504 counted", |s| {
+        s["requests_by_status"]["5xx"] == 1
+    });
+    assert_eq!(stats["requests"], 2, "{stats}");
+    assert_eq!(stats["requests_by_status"]["2xx"], 1, "{stats}");
+    let text = get(metrics, "/metrics").expect("GET /metrics").text();
+    assert_eq!(
+        metric(&text, "forkhorn_requests_total{status_class=\"5xx\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "forkhorn_request_duration_seconds_count"),
+        Some(2.0),
+        "{text}"
+    );
+
+    let line = server
+        .stdout
+        .wait_for(EVENTUALLY, |l| l.contains(" 504 "))
+        .unwrap_or_else(|| panic!("no access log line for the 504: {}", server.stdout));
+    let rest = line
+        .strip_prefix("GET /sleep?s=10 - 504 43 ")
+        .unwrap_or_else(|| panic!("the 504's line names the request: {line}"));
+    let took: f64 = rest.trim().parse().expect("a duration in seconds");
+    assert!(
+        (1.0..5.0).contains(&took),
+        "the 504 went out after the 1 s timeout: {line}"
+    );
+}

@@ -13,7 +13,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 
 use nix::fcntl::OFlag;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
@@ -28,6 +28,11 @@ static CURRENT_FD: AtomicI32 = AtomicI32::new(-1);
 /// Whether any byte of the current response has been written.
 static RESPONSE_STARTED: AtomicBool = AtomicBool::new(false);
 
+/// Where the timeout handler records when it wrote its 504 (the worker's
+/// heartbeat slot), so the master can count and log the response; null
+/// until `set_timeout_mark`. Always from a `&'static AtomicU64`.
+static TIMEOUT_MARK: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
+
 /// What a client gets when the master times out the worker serving it: a
 /// complete 504 instead of a reset, so proxies and people see why.
 const TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 504 Gateway Timeout\r\n\
@@ -37,6 +42,11 @@ Content-Length: 43\r\n\
 Connection: close\r\n\
 \r\n\
 worker timed out while serving the request\n";
+
+/// Bytes of the whole timeout response, head and body.
+pub const TIMEOUT_RESPONSE_BYTES: u64 = TIMEOUT_RESPONSE.len() as u64;
+/// Bytes of the timeout response's body (the access log's `%(b)s`).
+pub const TIMEOUT_BODY_BYTES: u64 = 43;
 
 /// Exit status of a worker ended by the master's timeout signal.
 pub const EXIT_TIMED_OUT: i32 = 134;
@@ -86,9 +96,33 @@ extern "C" fn on_abort(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut
             }
             rest = &rest[n as usize..];
         }
+        if rest.is_empty() {
+            record_timeout_answer();
+        }
     }
     // SAFETY: as in exit_now.
     unsafe { libc::_exit(EXIT_TIMED_OUT) }
+}
+
+/// Stamp the timeout mark with the time the 504 went out. Async-signal-safe:
+/// one clock_gettime(2) and one atomic store.
+fn record_timeout_answer() {
+    let mark = TIMEOUT_MARK.load(Ordering::Acquire);
+    if mark.is_null() {
+        return;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime(2) is async-signal-safe; `ts` is a valid out pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return;
+    }
+    let ns = (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64;
+    // SAFETY: the pointer was made from a `&'static AtomicU64` in
+    // `set_timeout_mark`, so it is valid and aligned for the process's life.
+    unsafe { &*mark }.store(ns.max(1), Ordering::Release);
 }
 
 fn set(sig: Signal, handler: SigHandler, flags: SaFlags) -> io::Result<()> {
@@ -189,6 +223,13 @@ pub fn install_timeout_handler() -> io::Result<()> {
     )
 }
 
+/// Have the timeout handler stamp `mark` with the CLOCK_MONOTONIC time at
+/// which it wrote its 504 (the worker's heartbeat slot; see
+/// `Slot::leak_timeout_mark`).
+pub fn set_timeout_mark(mark: &'static AtomicU64) {
+    TIMEOUT_MARK.store(std::ptr::from_ref(mark).cast_mut(), Ordering::Release);
+}
+
 /// Tell the timeout handler which connection the worker is answering now.
 pub fn set_current_request(fd: Option<RawFd>) {
     RESPONSE_STARTED.store(false, Ordering::Relaxed);
@@ -247,5 +288,6 @@ mod tests {
             .and_then(|v| v.parse().ok())
             .expect("content-length");
         assert_eq!(length, body.len());
+        assert_eq!(TIMEOUT_BODY_BYTES as usize, body.len());
     }
 }
