@@ -260,14 +260,17 @@ impl Arbiter {
                     self.control =
                         Some((OneShotServer::new(socket, control::framing)?, path.clone()))
                 }
-                // Another forkhorn's socket, or a file that is not one: refuse
-                // to start rather than take it, or leave `forkhorn ctl` at that
-                // path talking to another server.
+                // Another forkhorn's socket, or a file that is not one, at a
+                // path the user named: refuse to start rather than take it, or
+                // leave `forkhorn ctl` at that path talking to another server.
+                // At the default path (two servers started alike) the second
+                // one runs without, as it always has.
                 Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AlreadyExists
-                    ) =>
+                    if self.config.is_control_socket_named
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AlreadyExists
+                        ) =>
                 {
                     return Err(e);
                 }

@@ -255,6 +255,10 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Where the master listens for `forkhorn ctl`; None = off.
     pub control_socket: Option<PathBuf>,
+    /// The user named the control socket's path (`--control-socket`). Then
+    /// another forkhorn already there stops this one; at the default path it
+    /// only costs this one its control socket.
+    pub is_control_socket_named: bool,
     /// Where the master serves /metrics and /healthz; None = off.
     pub metrics_bind: Option<BindSpec>,
     /// Private memory above which a worker is replaced; None = no limit.
@@ -505,6 +509,7 @@ impl Config {
             worker_connections,
             header_timeout,
             control_socket,
+            is_control_socket_named: args.control_socket.is_some(),
             metrics_bind,
             max_worker_memory,
             memory_check_interval,

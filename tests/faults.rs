@@ -1554,6 +1554,37 @@ fn a_second_forkhorn_given_a_running_ones_control_socket_refuses_to_start() {
 }
 
 #[test]
+fn a_second_forkhorn_at_the_default_control_socket_runs_without_one() {
+    // Two servers started alike (say two `cargo run`s on other ports) share
+    // the default path: the second serves, the first keeps its socket.
+    let runtime = common::fresh_dir();
+    let env = [("XDG_RUNTIME_DIR", runtime.to_str().expect("utf-8 path"))];
+    let socket = runtime.join("forkhorn.ctl");
+    let first = Server::start_with_env(&["-w", "1", "chaos"], &env);
+    first.wait_for_workers(1);
+    let second = Server::start_with_env(&["-w", "1", "chaos"], &env);
+    second.wait_for_workers(1);
+    assert!(
+        second
+            .log
+            .wait_for(EVENTUALLY, |l| l.contains("belongs to a running forkhorn")
+                && l.contains("running without a control socket"))
+            .is_some(),
+        "the second says why it has no control socket: {}",
+        second.log
+    );
+    assert_eq!(second.get("/pid").expect("GET /pid").status, 200);
+    let status = common::ctl_json(&socket, &["status"]);
+    assert_eq!(
+        status["master_pid"], first.master,
+        "the first keeps its socket"
+    );
+    drop(second);
+    drop(first);
+    let _ = std::fs::remove_dir_all(runtime);
+}
+
+#[test]
 fn workers_that_all_exit_before_ready_stop_the_master_with_status_3() {
     // Issue 12 kept this: only workers that die before they report ready
     // count toward --max-boot-failures; with every one of them failing, the
