@@ -10,8 +10,9 @@
 //! 304) -> Range (206, 416) -> the file as a `Reader` body, never read into
 //! memory here.
 //!
-//! Symlinks inside DIR are followed while they stay inside DIR (on kernels
-//! without `openat2`, none are followed). Names starting with `.` (`.git`,
+//! Relative symlinks inside DIR are followed while they stay inside DIR;
+//! absolute ones are refused, even when they name a file inside DIR (on
+//! kernels without `openat2`, no symlink is followed). Names starting with `.` (`.git`,
 //! `.env`, `.htpasswd`) are refused unless `--static-dotfiles`; a symlink
 //! with a plain name pointing at one is the operator's choice and is served.
 //!
@@ -1064,11 +1065,14 @@ mod tests {
     }
 
     #[test]
-    fn openat2_refuses_a_symlinked_directory_leading_out() {
+    fn openat2_refuses_symlinks_leading_out_and_absolute_ones() {
         let tree = Tree::new("parent");
         std::os::unix::fs::symlink("..", tree.base.join("www/parent")).expect("symlink");
         std::os::unix::fs::symlink("/etc", tree.base.join("www/etc")).expect("symlink");
-        for path in ["/parent/secret", "/etc/passwd", "/etc/hostname"] {
+        // Absolute symlinks are refused even when they land inside the root.
+        let inside = tree.base.join("www/hello.txt");
+        std::os::unix::fs::symlink(&inside, tree.base.join("www/abs")).expect("symlink");
+        for path in ["/parent/secret", "/etc/passwd", "/etc/hostname", "/abs"] {
             assert!(
                 matches!(tree.app.lookup(path, None), Lookup::NotFound(_)),
                 "{path}"
