@@ -404,10 +404,16 @@ pub(crate) fn shown(bytes: &[u8]) -> String {
 /// assert_eq!(&buf[n..], b"hello"); // the body is left to the caller
 ///
 /// // Both framings at once is refused outright, not resolved.
-/// let smuggle = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+/// let smuggle = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
 /// let err = parse_head(smuggle, &limits).unwrap_err();
 /// assert_eq!(err, ParseError::ContentLengthWithTransferEncoding);
 /// assert_eq!(err.status(), 400);
+///
+/// // So is an HTTP/1.1 request without Host (RFC 9112 §3.2), unless permitted.
+/// let no_host = b"GET / HTTP/1.1\r\n\r\n";
+/// assert_eq!(parse_head(no_host, &limits), Err(ParseError::MissingHost));
+/// let lenient = Limits { permit_missing_host: true, ..Limits::default() };
+/// assert!(parse_head(no_host, &lenient).unwrap().is_some());
 /// ```
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, ParseError> {
     let Some(line) = scan_request_line(buf, limits)? else {
