@@ -150,6 +150,18 @@ pub struct Args {
     #[arg(long = "header-timeout", value_name = "SECS", default_value = "10")]
     pub header_timeout: String,
 
+    /// Accept HTTP/1.1 requests without a Host header (RFC 9112 requires 400; old clients and gunicorn's corpus leave it out).
+    #[arg(long = "permit-missing-host")]
+    pub permit_missing_host: bool,
+
+    /// Accept Transfer-Encoding codings such as gzip before a final chunked; the app gets the bytes still coded (default: 501).
+    #[arg(long = "permit-transfer-codings")]
+    pub permit_transfer_codings: bool,
+
+    /// Let static:DIR serve dotfiles and dot-directories (.git, .env); by default they are 404.
+    #[arg(long = "static-dotfiles")]
+    pub static_dotfiles: bool,
+
     /// Unix socket for `forkhorn ctl` [default: forkhorn.ctl in $XDG_RUNTIME_DIR, else in the worker tmp dir].
     #[arg(long = "control-socket", value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
@@ -253,6 +265,8 @@ pub struct Config {
     pub worker_connections: usize,
     /// Time a client gets to send a whole head.
     pub header_timeout: Duration,
+    /// `static:DIR` serves names starting with `.` (`--static-dotfiles`; default off: 404).
+    pub static_dotfiles: bool,
     /// Where the master listens for `forkhorn ctl`; None = off.
     pub control_socket: Option<PathBuf>,
     /// The user named the control socket's path (`--control-socket`). Then
@@ -503,11 +517,14 @@ impl Config {
                 request_line: count("--limit-request-line", &args.limit_request_line)?,
                 fields: count("--limit-request-fields", &args.limit_request_fields)?,
                 field_size: count("--limit-request-field_size", &args.limit_request_field_size)?,
+                permit_missing_host: args.permit_missing_host,
+                permit_transfer_codings: args.permit_transfer_codings,
                 ..Limits::default()
             },
             limit_request_body: (body > 0).then_some(body),
             worker_connections,
             header_timeout,
+            static_dotfiles: args.static_dotfiles,
             control_socket,
             is_control_socket_named: args.control_socket.is_some(),
             metrics_bind,

@@ -10,9 +10,17 @@
 //! This is a small `log::Log` of our own rather than env_logger: the target has
 //! to be reopened on USR1 in every process, and each line has to name the
 //! process that wrote it after fork.
+//!
+//! `init` also replaces Rust's default panic hook, which would print its own
+//! `thread '...' panicked at` lines to stderr beside ours: a panic is logged
+//! once, as one error line with its message and location. A panic inside
+//! [`catch_panic`] (an app's request handler) is not logged by the hook but
+//! handed to the caller, who knows the request and logs one line naming it.
 
+use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::panic::UnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -225,7 +233,81 @@ pub fn init(error: &LogTarget, access: Option<&LogTarget>, level: LogLevel) -> i
         let _ = log::set_logger(logger);
         log::set_max_level(log::LevelFilter::Trace);
     }
+    std::panic::set_hook(Box::new(log_panic));
     Ok(())
+}
+
+// ---------------------------------------------------------------- panics
+
+/// A panic stopped by [`catch_panic`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaughtPanic {
+    /// The panic message (`panic!`'s text), or `a panic` for a non-text payload.
+    pub message: String,
+    /// `file:line:column` of the `panic!`, when known.
+    pub location: String,
+}
+
+impl std::fmt::Display for CaughtPanic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (at {})", self.message, self.location)
+    }
+}
+
+thread_local! {
+    /// Whether this thread is inside `catch_panic`; only this thread writes it.
+    static CATCHING: Cell<bool> = const { Cell::new(false) };
+    /// What the hook saw of the panic `catch_panic` is about to return.
+    static CAUGHT: RefCell<Option<CaughtPanic>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, turning a panic into an `Err` with its message and location;
+/// the panic hook stays silent about it, so the caller's line is the only one.
+pub fn catch_panic<T>(f: impl FnOnce() -> T + UnwindSafe) -> Result<T, CaughtPanic> {
+    let outer = CATCHING.replace(true);
+    let result = std::panic::catch_unwind(f);
+    CATCHING.set(outer);
+    result.map_err(|payload| {
+        CAUGHT.take().unwrap_or_else(|| CaughtPanic {
+            message: payload_message(&*payload),
+            location: UNKNOWN_LOCATION.to_owned(),
+        })
+    })
+}
+
+const UNKNOWN_LOCATION: &str = "an unknown location";
+
+fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
+/// The panic hook: hand the panic to `catch_panic`, or log it as one error line
+/// (with a backtrace when `RUST_BACKTRACE` asks for one).
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let caught = CaughtPanic {
+        message: payload_message(info.payload()),
+        location: info
+            .location()
+            .map_or_else(|| UNKNOWN_LOCATION.to_owned(), ToString::to_string),
+    };
+    // try_with: a panic while this thread's locals are being torn down.
+    if CATCHING.try_with(Cell::get).unwrap_or(false) {
+        let _ = CAUGHT.try_with(|c| c.replace(Some(caught)));
+        return;
+    }
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("<unnamed>");
+    let backtrace = std::backtrace::Backtrace::capture();
+    match backtrace.status() {
+        std::backtrace::BacktraceStatus::Captured => {
+            log::error!("panic in thread '{name}': {caught}\n{backtrace}");
+        }
+        _ => log::error!("panic in thread '{name}': {caught}"),
+    }
 }
 
 /// Reopen log files (USR1), e.g. after logrotate moved them away.

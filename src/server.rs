@@ -350,7 +350,10 @@ fn launch(argv: Vec<OsString>, source: AppSource, hooks: Hooks) -> ExitCode {
     let factory: AppFactory = match source {
         AppSource::BuiltIn => {
             let spec = config.app.clone();
-            Arc::new(move || apps::build(&spec))
+            let options = apps::AppOptions {
+                static_dotfiles: config.static_dotfiles,
+            };
+            Arc::new(move || apps::build(&spec, &options))
         }
         AppSource::Custom(f) => f,
     };

@@ -250,6 +250,9 @@ enum Upstream {
     Streams(Vec<&'static str>),
     /// Sends the response head, then nothing.
     Hangs,
+    /// Answers `GET /v1/models` only once the flag is set; until then it
+    /// reads each request and never answers it.
+    SilentUntil(Arc<AtomicBool>),
 }
 
 /// A model server on 127.0.0.1 answering `/v1/models` and
@@ -352,6 +355,15 @@ fn serve_fake(
         "{method} {path} {}",
         String::from_utf8_lossy(&body)
     ));
+    if let Upstream::SilentUntil(answering) = behaviour {
+        let until = Instant::now() + Duration::from_secs(30);
+        while !answering.load(Ordering::Relaxed) {
+            if stop.load(Ordering::Relaxed) || Instant::now() > until {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     match (method, path) {
         ("GET", "/v1/models") => {
             let list = r#"{"object":"list","data":[{"id":"fake-model","object":"model"}]}"#;
@@ -385,7 +397,7 @@ fn serve_fake(
                     chunk(&mut out, "data: [DONE]\n\n")?;
                     out.write_all(b"0\r\n\r\n")
                 }
-                Upstream::Hangs => {
+                Upstream::Hangs | Upstream::SilentUntil(_) => {
                     let until = Instant::now() + Duration::from_secs(30);
                     while !stop.load(Ordering::Relaxed) && Instant::now() < until {
                         std::thread::sleep(Duration::from_millis(20));
@@ -550,14 +562,18 @@ fn an_upstream_reply_is_relayed_in_order_and_health_follows_the_upstream() {
         ".",
     ];
     let upstream = FakeUpstream::start(Upstream::Streams(deltas.clone()));
-    let server = Server::start(&["-w", "1", &format!("chat:{}", upstream.url())]);
-    let resp = server.get("/health").expect("GET /health");
-    assert_eq!(
-        (resp.status, json_of(&resp)["backend"].as_str()),
-        (200, Some("ok")),
-        "{}",
-        resp.text()
+    let url = upstream.url();
+    let server = Server::start_with_env(
+        &["-w", "1", &format!("chat:{url}")],
+        &[("FORKHORN_CHAT_HEALTH_MS", "300")],
     );
+    let (status, body) = wait_for_health(&server, |status, _| status == 200);
+    assert_eq!(
+        (status, body["backend"].as_str()),
+        (200, Some("ok")),
+        "{body}"
+    );
+    assert_eq!(body["upstream"], url.as_str());
 
     let mut sse = Sse::post(server.port, &chat_body("say hello")).expect("POST /chat");
     assert_eq!(sse.status, 200);
@@ -582,11 +598,95 @@ fn an_upstream_reply_is_relayed_in_order_and_health_follows_the_upstream() {
     );
 
     drop(upstream);
-    let started = Instant::now();
-    let resp = server.get("/health").expect("GET /health");
-    assert_eq!(resp.status, 503, "{}", resp.text());
-    assert_eq!(json_of(&resp)["backend"], "unreachable");
-    assert!(started.elapsed() < Duration::from_secs(11));
+    let (status, body) = wait_for_health(&server, |status, _| status != 200);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["backend"], "unreachable", "{body}");
+    assert_eq!(body["upstream"], url.as_str());
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/v1/models")),
+        "the error names the check: {body}"
+    );
+}
+
+/// Longest a `/health` answer may take: it reads the last verdict and
+/// never waits on the upstream (generous for a loaded machine; a check of
+/// a hung upstream takes the whole check interval).
+const HEALTH_ANSWER_LIMIT: Duration = Duration::from_millis(250);
+
+/// Asks `/health` until `done(status, body)`, checking that every answer
+/// comes at once; the last status and body.
+fn wait_for_health(
+    server: &Server,
+    done: impl Fn(u16, &serde_json::Value) -> bool,
+) -> (u16, serde_json::Value) {
+    let mut last = (0, serde_json::Value::Null);
+    let finished = wait_until(EVENTUALLY, || {
+        let asked = Instant::now();
+        let resp = server.get("/health").expect("GET /health");
+        let took = asked.elapsed();
+        assert!(
+            took < HEALTH_ANSWER_LIMIT,
+            "/health took {took:?}: {}",
+            resp.text()
+        );
+        last = (resp.status, json_of(&resp));
+        done(last.0, &last.1)
+    });
+    assert!(finished, "/health never got there; last: {last:?}");
+    last
+}
+
+#[test]
+fn health_answers_at_once_while_the_upstream_hangs_and_recovers_with_it() {
+    let answering = Arc::new(AtomicBool::new(false));
+    let upstream = FakeUpstream::start(Upstream::SilentUntil(answering.clone()));
+    let url = upstream.url();
+    let server = Server::start_with_env(
+        &["-w", "1", "-t", "2", &format!("chat:{url}")],
+        &[("FORKHORN_CHAT_HEALTH_MS", "1000")],
+    );
+    let worker = only_worker(&server);
+
+    // At once, while the first check waits (or once it timed out): 503.
+    let (status, body) = wait_for_health(&server, |_, _| true);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["backend"] == "checking" || body["backend"] == "unreachable",
+        "{body}"
+    );
+    assert_eq!(body["upstream"], url.as_str());
+
+    // Once it has: 503, unreachable, naming the upstream and why.
+    let (status, body) = wait_for_health(&server, |_, body| body["backend"] != "checking");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["backend"], "unreachable", "{body}");
+    assert_eq!(body["upstream"], url.as_str());
+    let why = body["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("GET /v1/models") && why.contains("did not answer in time"),
+        "{body}"
+    );
+
+    // The upstream answers again: 200 at the next check.
+    answering.store(true, Ordering::Relaxed);
+    let (status, body) = wait_for_health(&server, |status, _| status == 200);
+    assert_eq!(
+        (status, body["backend"].as_str()),
+        (200, Some("ok")),
+        "{body}"
+    );
+    assert!(
+        !server.log.contains("WORKER TIMEOUT"),
+        "log:\n{}",
+        server.log
+    );
+    assert_eq!(
+        server.workers().into_iter().collect::<Vec<_>>(),
+        vec![worker],
+        "the worker lived on"
+    );
 }
 
 #[test]
@@ -738,6 +838,8 @@ fn a_reply_thread_waiting_on_a_hung_upstream_ends_soon_after_its_client_hangs_up
         ],
     );
     let worker = only_worker(&server);
+    // The app (and its health thread) is built once the worker answers.
+    wait_for_health(&server, |status, _| status == 200);
     let idle = thread_count(worker);
     let mut sse = Sse::post(server.port, &chat_body("hello?")).expect("POST /chat");
     let first = sse.next_event().expect("read").expect("an event");

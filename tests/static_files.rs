@@ -9,6 +9,11 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
 
 use common::{Client, IO_TIMEOUT, Response, Server, fresh_dir, request};
 
@@ -28,8 +33,14 @@ impl Site {
     /// `hello.txt`, `page.html`, `blob.xyz`, `with space.txt`,
     /// `docs/index.html`, `empty/` (no index), `a/`, and the symlinks
     /// `escape -> ../secret`, `escape-abs -> BASE/secret`,
-    /// `escape-dir -> ..` and `alias.txt -> hello.txt`.
+    /// `escape-dir -> ..` and `alias.txt -> hello.txt`; and the dotfiles
+    /// `.env`, `.git/config` and `docs/.hidden`.
     fn new() -> Site {
+        Site::with_flags(&[])
+    }
+
+    /// `new`, with extra forkhorn flags.
+    fn with_flags(flags: &[&str]) -> Site {
         let base = fresh_dir();
         let www = base.join("www");
         for dir in ["docs", "empty", "a"] {
@@ -41,6 +52,10 @@ impl Site {
         write(&www.join("blob.xyz"), &[0, 1, 2, 3, 254, 255]);
         write(&www.join("with space.txt"), b"spaced\n");
         write(&www.join("docs/index.html"), b"<h1>docs</h1>\n");
+        std::fs::create_dir_all(www.join(".git")).expect("create .git");
+        write(&www.join(".env"), b"API_KEY=dotenv-value\n");
+        write(&www.join(".git/config"), b"[core] dot-git-value\n");
+        write(&www.join("docs/.hidden"), b"hidden-value\n");
         let symlink = |target: &Path, link: &str| {
             std::os::unix::fs::symlink(target, www.join(link)).expect("create symlink");
         };
@@ -49,7 +64,10 @@ impl Site {
         symlink(Path::new(".."), "escape-dir");
         symlink(Path::new("hello.txt"), "alias.txt");
         let app = format!("static:{}", www.to_str().expect("utf-8 temp dir"));
-        let server = Server::start(&["-w", "1", &app]);
+        let mut args = vec!["-w", "1"];
+        args.extend_from_slice(flags);
+        args.push(&app);
+        let server = Server::start(&args);
         Site { base, www, server }
     }
 
@@ -431,4 +449,178 @@ fn an_absolute_form_target_cannot_step_outside_either() {
     let path = "http://127.0.0.1/../secret";
     site.assert_not_found(&site.get(path), path);
     assert_eq!(site.get("http://127.0.0.1/hello.txt").text(), HELLO);
+}
+
+// ---------------------------------------------------------------- dotfiles (issue 12)
+
+const DOTFILES: [(&str, &str); 3] = [
+    ("/.env", "dotenv-value"),
+    ("/.git/config", "dot-git-value"),
+    ("/docs/.hidden", "hidden-value"),
+];
+
+#[test]
+fn dotfiles_and_dot_directories_are_404_by_default() {
+    let site = Site::new();
+    for (path, content) in DOTFILES
+        .iter()
+        .chain(&[("/.git/", ""), ("/%2egit/config", "")])
+    {
+        let response = site.get(path);
+        assert_eq!(response.status, 404, "{path} answered {response:?}");
+        assert!(
+            content.is_empty() || !response.text().contains(content),
+            "{path} leaked: {response:?}"
+        );
+    }
+    assert_eq!(
+        site.get("/hello.txt").text(),
+        HELLO,
+        "plain names still serve"
+    );
+}
+
+#[test]
+fn static_dotfiles_serves_dotfiles_and_dot_directories() {
+    let site = Site::with_flags(&["--static-dotfiles"]);
+    for (path, content) in DOTFILES {
+        let response = site.get(path);
+        assert_eq!(response.status, 200, "{path} answered {response:?}");
+        assert!(response.text().contains(content), "{path}: {response:?}");
+    }
+    // Still nothing outside DIR.
+    site.assert_not_found(&site.get("/escape"), "/escape");
+}
+
+// ---------------------------------------------------------------- symlink swaps (issue 12)
+
+const SAFE: &str = "safe content inside the directory\n";
+/// Requests made while the swapper runs, and the longest the loop may run.
+const SWAP_REQUESTS: usize = 500;
+const SWAP_BUDGET: Duration = Duration::from_secs(2);
+
+/// Swaps `www/NAME` and `base/NAME.other` with one atomic `RENAME_EXCHANGE`
+/// after another, until dropped; the number of swaps made.
+struct Swapper {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Swapper {
+    fn start(a: PathBuf, b: PathBuf) -> Swapper {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut swaps = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    renameat2(AT_FDCWD, &a, AT_FDCWD, &b, RenameFlags::RENAME_EXCHANGE)
+                        .expect("exchange the two names");
+                    swaps += 1;
+                }
+                swaps
+            })
+        };
+        Swapper {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .map_or(0, |t| t.join().expect("swapper thread"))
+    }
+}
+
+impl Drop for Swapper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// GETs `path` until SWAP_REQUESTS or SWAP_BUDGET; every answer must be the
+/// safe content or a 404, never the secret; (safe answers, 404s).
+fn hammer(site: &Site, path: &str, outside: &[&str]) -> (usize, usize) {
+    let started = Instant::now();
+    let (mut safe, mut missing) = (0, 0);
+    for _ in 0..SWAP_REQUESTS {
+        if started.elapsed() > SWAP_BUDGET {
+            break;
+        }
+        let response = site.get(path);
+        let text = response.text();
+        for leak in outside {
+            assert!(
+                !text.contains(leak),
+                "{path} served outside content: {text:?}"
+            );
+        }
+        match response.status {
+            200 => {
+                assert_eq!(text, SAFE, "{path}");
+                safe += 1;
+            }
+            404 => missing += 1,
+            other => panic!("{path} answered {other}: {text:?}"),
+        }
+    }
+    (safe, missing)
+}
+
+#[test]
+fn a_file_swapped_for_a_symlink_out_in_a_loop_never_serves_the_outside() {
+    let site = Site::new();
+    // www/swap is a regular file or a symlink to the secret, and
+    // base/swap.other the other one; the swapper exchanges them.
+    write(&site.www.join("swap"), SAFE.as_bytes());
+    std::os::unix::fs::symlink(site.base.join("secret"), site.base.join("swap.other"))
+        .expect("symlink to the secret");
+    let swapper = Swapper::start(site.www.join("swap"), site.base.join("swap.other"));
+    let (safe, missing) = hammer(&site, "/swap", &["SECRET"]);
+    let swaps = swapper.stop();
+    assert!(swaps > 100, "the swapper ran ({swaps} swaps)");
+    assert!(
+        safe > 0,
+        "the file was served at times ({safe} served, {missing} 404)"
+    );
+    assert!(
+        missing > 0,
+        "the symlink was refused at times ({safe} served, {missing} 404)"
+    );
+}
+
+#[test]
+fn a_symlink_to_etc_swapped_in_a_loop_never_serves_the_outside() {
+    let site = Site::new();
+    // www/swap is a regular file or a symlink to /etc/passwd.
+    write(&site.www.join("swap"), SAFE.as_bytes());
+    std::os::unix::fs::symlink("/etc/passwd", site.base.join("swap.other"))
+        .expect("symlink to /etc/passwd");
+    let swapper = Swapper::start(site.www.join("swap"), site.base.join("swap.other"));
+    let (safe, missing) = hammer(&site, "/swap", &["root:"]);
+    let swaps = swapper.stop();
+    assert!(swaps > 100, "the swapper ran ({swaps} swaps)");
+    assert!(safe > 0 && missing > 0, "{safe} served, {missing} 404");
+}
+
+#[test]
+fn a_directory_swapped_for_a_symlink_out_in_a_loop_never_serves_the_outside() {
+    let site = Site::new();
+    // www/d is a directory holding a safe `secret`, or a symlink to `..`
+    // (BASE, whose `secret` is the real one): the classic race between a
+    // check of the path and the open, in a component on the way.
+    std::fs::create_dir(site.www.join("d")).expect("create www/d");
+    write(&site.www.join("d/secret"), SAFE.as_bytes());
+    std::os::unix::fs::symlink("..", site.base.join("d.other")).expect("symlink to ..");
+    let swapper = Swapper::start(site.www.join("d"), site.base.join("d.other"));
+    let (safe, missing) = hammer(&site, "/d/secret", &["SECRET"]);
+    let swaps = swapper.stop();
+    assert!(swaps > 100, "the swapper ran ({swaps} swaps)");
+    assert!(safe > 0 && missing > 0, "{safe} served, {missing} 404");
 }

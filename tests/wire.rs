@@ -628,16 +628,46 @@ fn transfer_encoding_with_content_length_is_rejected_with_400() {
     );
 }
 
-/// RFC 9112 §6.3 says a request whose final coding is not chunked MUST get 400;
-/// forkhorn deliberately answers 501 (like gunicorn), which also refuses and
-/// closes, so no body is ever misread. This pins what it does.
+/// RFC 9112 §6.3: a request whose final coding is not chunked has no knowable
+/// body length: 400 and close, whatever the coding (issue 12).
 #[test]
-fn transfer_encoding_gzip_alone_is_refused_with_501_and_closed() {
+fn transfer_encoding_whose_final_coding_is_not_chunked_is_rejected_with_400() {
     assert_all_rejected(
         &[
             (
                 "gzip alone",
                 b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+            ),
+            (
+                "an unknown coding alone",
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+            ),
+            (
+                "chunked, gzip",
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+            ),
+            (
+                "chunked twice",
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            ),
+        ],
+        BAD_REQUEST,
+    );
+}
+
+/// RFC 9112 §6.1: a coding the server does not understand gets 501. forkhorn
+/// decodes none but chunked, so `gzip, chunked` is refused by default.
+#[test]
+fn a_coding_before_a_final_chunked_is_refused_with_501_by_default() {
+    assert_all_rejected(
+        &[
+            (
+                "gzip, chunked",
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            ),
+            (
+                "identity then chunked",
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             ),
             (
                 "an unknown coding",
@@ -649,8 +679,8 @@ fn transfer_encoding_gzip_alone_is_refused_with_501_and_closed() {
 }
 
 #[test]
-fn chunked_after_another_coding_is_accepted_and_chunked_not_last_is_rejected() {
-    let server = echo_server();
+fn with_permit_transfer_codings_gzip_chunked_reaches_the_app_still_coded() {
+    let server = Server::start(&["-w", "1", "--permit-transfer-codings", "echo"]);
     let echoed = assert_echoed(
         &server,
         "gzip, chunked",
@@ -661,17 +691,19 @@ fn chunked_after_another_coding_is_accepted_and_chunked_not_last_is_rejected() {
         b"hello",
         "the coded bytes reach the app as sent"
     );
-    for (case, request) in [
+    for (case, request, status_line) in [
         (
-            "chunked, gzip",
-            &b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"[..],
+            "gzip alone",
+            &b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nhello"[..],
+            BAD_REQUEST,
         ),
         (
-            "chunked twice",
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "an unknown coding",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: foo, chunked\r\n\r\n0\r\n\r\n",
+            "HTTP/1.1 501 Not Implemented",
         ),
     ] {
-        assert_rejected(&server, case, request, BAD_REQUEST);
+        assert_rejected(&server, case, request, status_line);
     }
 }
 
@@ -816,12 +848,25 @@ fn a_duplicate_host_is_rejected_with_400() {
     );
 }
 
-/// RFC 9112 §3.2 says a server MUST answer 400 to an HTTP/1.1 request without
-/// Host; forkhorn accepts it, as gunicorn does and as the shared conformance
-/// corpus requires (valid/004 and others). This pins that choice.
+/// RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without
+/// Host (issue 12). HTTP/1.0 has no such rule.
 #[test]
-fn an_http_1_1_request_without_host_is_accepted() {
+fn an_http_1_1_request_without_host_is_rejected_with_400() {
     let server = echo_server();
+    assert_rejected(
+        &server,
+        "no Host",
+        b"GET /no-host HTTP/1.1\r\nConnection: close\r\n\r\n",
+        BAD_REQUEST,
+    );
+    let echoed = assert_echoed(&server, "HTTP/1.0", b"GET /old HTTP/1.0\r\n\r\n");
+    assert_eq!(echoed.target(), "/old");
+}
+
+/// `--permit-missing-host` keeps gunicorn's leniency for old clients.
+#[test]
+fn with_permit_missing_host_an_http_1_1_request_without_host_is_served() {
+    let server = Server::start(&["-w", "1", "--permit-missing-host", "echo"]);
     let echoed = assert_echoed(
         &server,
         "no Host",

@@ -15,8 +15,12 @@
 //!   arrives; a reply with no token for the stall limit ends with an error
 //!   event. A bad body gets `400 {"error": "..."}` naming the problem.
 //! - `GET /health`: `{"status": "ok", "pid": PID, "backend": "simulated" | "ok"}`,
-//!   or 503 with `"backend": "unreachable"` when the upstream does not
-//!   answer `GET URL/models` within 10 s.
+//!   or 503 with `"backend": "unreachable"`, the upstream's URL and the
+//!   reason when the last check of `GET URL/models` failed (or
+//!   `"backend": "checking"` before the first check ends). The check runs
+//!   on a thread of the worker every `FORKHORN_CHAT_HEALTH_MS`
+//!   (`chat/health.rs`); `/health` answers at once from its last verdict, so
+//!   a hung upstream never holds a worker.
 //!
 //! Each reply is produced on its own thread and handed to the worker as a
 //! detached stream (`ResponseBody::channel_with`), so a reply that takes a
@@ -34,7 +38,9 @@
 //! | `FORKHORN_CHAT_TOKEN_MS` | 40 | the simulated model's pause between words |
 //! | `FORKHORN_CHAT_MODEL` | the first of `GET URL/models` | the `model` asked of an upstream |
 //! | `FORKHORN_CHAT_API_KEY` | none | sent to an upstream as `Authorization: Bearer KEY` |
+//! | `FORKHORN_CHAT_HEALTH_MS` | 3000 | how often an upstream is checked for `/health`, and how long one check may take |
 
+mod health;
 mod model;
 mod upstream;
 
@@ -43,6 +49,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use health::{HealthWatch, Verdict};
 use model::{Reply, Simulated, Step};
 use upstream::{Upstream, UpstreamReply};
 
@@ -68,8 +75,6 @@ const STREAM_IDLE_MARGIN: Duration = Duration::from_secs(2);
 /// The longest a reply thread waits on its backend before it looks again
 /// at whether its client is still there.
 const POLL_SLICE: Duration = Duration::from_secs(1);
-/// How long `/health` may spend checking an upstream.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Stack for a reply thread (it parses JSON and reads a socket, no more).
 const REPLY_THREAD_STACK_BYTES: usize = 256 * 1024;
 /// Longest accepted `FORKHORN_CHAT_*_MS` value (a day).
@@ -86,6 +91,9 @@ struct Timing {
     stall: Duration,
     /// The simulated model's pause between words.
     token_interval: Duration,
+    /// How often an upstream is checked for `/health` (and the time one
+    /// check may take).
+    health_interval: Duration,
 }
 
 impl Timing {
@@ -94,6 +102,7 @@ impl Timing {
             keepalive: env_ms("FORKHORN_CHAT_KEEPALIVE_MS", 15_000, 1)?,
             stall: env_ms("FORKHORN_CHAT_STALL_MS", 30_000, 1)?,
             token_interval: env_ms("FORKHORN_CHAT_TOKEN_MS", 40, 0)?,
+            health_interval: env_ms("FORKHORN_CHAT_HEALTH_MS", 3000, 10)?,
         })
     }
 }
@@ -130,7 +139,8 @@ pub fn check(option: Option<&str>) -> Result<(), String> {
 /// Where replies come from.
 enum Backend {
     Simulated,
-    Upstream(Arc<Upstream>),
+    /// An upstream model server, and its health as last checked.
+    Upstream(Arc<Upstream>, HealthWatch),
 }
 
 /// The chat app of one worker.
@@ -151,14 +161,20 @@ impl Chat {
         let timing = Timing::from_env().map_err(|e| format!("app chat: {e}"))?;
         let backend = match option {
             None => Backend::Simulated,
-            Some(url) => Backend::Upstream(Arc::new(
-                Upstream::new(
-                    url,
-                    env_text("FORKHORN_CHAT_MODEL"),
-                    env_text("FORKHORN_CHAT_API_KEY"),
-                )
-                .map_err(|e| format!("app chat:{url}: {e}"))?,
-            )),
+            Some(url) => {
+                let upstream = Arc::new(
+                    Upstream::new(
+                        url,
+                        env_text("FORKHORN_CHAT_MODEL"),
+                        env_text("FORKHORN_CHAT_API_KEY"),
+                    )
+                    .map_err(|e| format!("app chat:{url}: {e}"))?,
+                );
+                // Built in the worker after fork, so the thread never runs in the master.
+                let health = HealthWatch::start(upstream.clone(), timing.health_interval)
+                    .map_err(|e| format!("app chat:{url}: {e}"))?;
+                Backend::Upstream(upstream, health)
+            }
         };
         // The page gives up on a reply when nothing at all (not even a
         // keepalive) arrived for longer than the server would stay silent.
@@ -224,7 +240,7 @@ impl Chat {
             Backend::Simulated => {
                 Box::new(Simulated::new(&chat.message, self.timing.token_interval))
             }
-            Backend::Upstream(up) => Box::new(UpstreamReply::new(up.clone(), chat.message)),
+            Backend::Upstream(up, _) => Box::new(UpstreamReply::new(up.clone(), chat.message)),
         };
         let (sender, body) =
             ResponseBody::channel_with(STREAM_CAPACITY, self.timing.stall + STREAM_IDLE_MARGIN);
@@ -258,19 +274,34 @@ impl Chat {
                 200,
                 serde_json::json!({"status": "ok", "pid": pid, "backend": "simulated"}),
             ),
-            Backend::Upstream(up) => match up.probe(HEALTH_TIMEOUT) {
-                Ok(()) => (
-                    200,
-                    serde_json::json!({"status": "ok", "pid": pid, "backend": "ok", "upstream": up.url}),
-                ),
-                Err(e) => (
-                    503,
-                    serde_json::json!({
-                        "status": "unavailable", "pid": pid, "backend": "unreachable",
-                        "upstream": up.url, "error": e,
-                    }),
-                ),
-            },
+            Backend::Upstream(up, health) => {
+                let (verdict, age) = health.last();
+                let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+                match verdict {
+                    Verdict::Up => (
+                        200,
+                        serde_json::json!({
+                            "status": "ok", "pid": pid, "backend": "ok",
+                            "upstream": up.url, "checked_ms_ago": age_ms,
+                        }),
+                    ),
+                    Verdict::Down(why) => (
+                        503,
+                        serde_json::json!({
+                            "status": "unavailable", "pid": pid, "backend": "unreachable",
+                            "upstream": up.url, "error": why, "checked_ms_ago": age_ms,
+                        }),
+                    ),
+                    Verdict::Pending => (
+                        503,
+                        serde_json::json!({
+                            "status": "unavailable", "pid": pid, "backend": "checking",
+                            "upstream": up.url,
+                            "error": format!("the first check of the upstream has been running for {age_ms} ms"),
+                        }),
+                    ),
+                }
+            }
         };
         let mut resp = respond(status, "application/json", body.to_string());
         set_header(&mut resp, "cache-control", "no-store");
@@ -581,6 +612,7 @@ mod tests {
             keepalive: Duration::from_millis(keepalive_ms),
             stall: Duration::from_millis(stall_ms),
             token_interval: Duration::ZERO,
+            health_interval: Duration::from_secs(3),
         }
     }
 

@@ -36,8 +36,15 @@ pub fn check(spec: &str) -> Result<(), String> {
     }
 }
 
+/// Settings of the built-in apps that come from flags rather than the app spec.
+#[derive(Debug, Clone, Default)]
+pub struct AppOptions {
+    /// `static:DIR` serves names starting with `.` (`--static-dotfiles`).
+    pub static_dotfiles: bool,
+}
+
 /// Build the app for one worker (called after fork).
-pub fn build(spec: &str) -> Result<Box<dyn App>, String> {
+pub fn build(spec: &str, options: &AppOptions) -> Result<Box<dyn App>, String> {
     check(spec)?;
     let (name, option) = match spec.split_once(':') {
         Some((n, o)) => (n, Some(o)),
@@ -47,7 +54,10 @@ pub fn build(spec: &str) -> Result<Box<dyn App>, String> {
         "hello" => Box::new(hello::hello),
         "echo" => Box::new(echo::echo),
         "chat" => Box::new(chat::Chat::new(option)?),
-        "static" => Box::new(static_files::StaticFiles::new(option.unwrap_or("."))?),
+        "static" => Box::new(static_files::StaticFiles::new(
+            option.unwrap_or("."),
+            options.static_dotfiles,
+        )?),
         _ => Box::new(chaos::Chaos::new(spec)?),
     })
 }

@@ -2,26 +2,36 @@
 //! machinery a browser or a download tool expects (RFC 9110 §8.8, §13, §14).
 //!
 //! A request goes: method (GET and HEAD only) -> the URL path split into
-//! segments, each percent-decoded and checked -> a real path, which must stay
-//! inside the canonical root -> the open file and its validators (ETag,
-//! Last-Modified) -> preconditions (412, 304) -> Range (206, 416) -> the file
-//! as a `Reader` body, never read into memory here.
+//! segments, each percent-decoded and checked, dot names refused -> the file
+//! opened beneath DIR's directory fd (`sys::openat2`: one `openat2` with
+//! `RESOLVE_BENEATH`, so no symlink or rename can lead the open outside DIR
+//! between a check and the open; there is no separate check) -> its
+//! validators (ETag, Last-Modified) from the open file -> preconditions (412,
+//! 304) -> Range (206, 416) -> the file as a `Reader` body, never read into
+//! memory here.
+//!
+//! Relative symlinks inside DIR are followed while they stay inside DIR;
+//! absolute ones are refused, even when they name a file inside DIR (on
+//! kernels without `openat2`, no symlink is followed). Names starting with `.` (`.git`,
+//! `.env`, `.htpasswd`) are refused unless `--static-dotfiles`; a symlink
+//! with a plain name pointing at one is the operator's choice and is served.
 //!
 //! Everything that is refused or missing is a 404, whatever the reason, so a
 //! client cannot tell "outside DIR" or "unreadable" from "absent". The
 //! reason goes to the debug log.
 
-use std::fs::{self, Metadata, OpenOptions};
+use std::fs::{File, Metadata};
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
+use nix::fcntl::OFlag;
 
 use crate::app::{App, Request, Response, ResponseBody, respond};
 use crate::http::http_date;
+use crate::sys::openat2::Beneath;
 
 /// The file served for a directory whose URL ends in `/`.
 const INDEX_FILE: &str = "index.html";
@@ -62,6 +72,13 @@ const CONTENT_TYPES: &[(&str, &str)] = &[
 
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
+/// How every file is opened: read-only; O_NONBLOCK so that a FIFO put in DIR
+/// returns at once instead of waiting for a writer (reads of a regular file
+/// ignore it); O_NOCTTY so a terminal device never becomes ours.
+fn open_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY
+}
+
 /// Checked by the master before forking: DIR must be a directory.
 pub fn check(dir: &str) -> Result<(), String> {
     if Path::new(dir).is_dir() {
@@ -73,19 +90,28 @@ pub fn check(dir: &str) -> Result<(), String> {
 
 /// The app: one per worker, built after fork.
 pub struct StaticFiles {
-    /// DIR, canonicalized once here. Every path served must canonicalize to
-    /// something under it; it never changes afterwards.
-    root: PathBuf,
+    /// DIR, opened once here; every file is opened beneath it, and it keeps
+    /// naming the same directory even if DIR is renamed later.
+    root: Beneath,
+    /// Whether names starting with `.` are served (`--static-dotfiles`).
+    serves_dotfiles: bool,
 }
 
 impl StaticFiles {
-    /// The app serving `dir`, which must be a directory; its canonical path
-    /// is taken now, in the worker, and is the fence for every request.
-    pub fn new(dir: &str) -> Result<StaticFiles, String> {
+    /// The app serving `dir`, which must be a directory; it is opened now, in
+    /// the worker, and is the fence for every request.
+    pub fn new(dir: &str, serves_dotfiles: bool) -> Result<StaticFiles, String> {
         check(dir)?;
-        let root = fs::canonicalize(dir)
-            .map_err(|e| format!("app static:{dir}: cannot resolve {dir}: {e}"))?;
-        Ok(StaticFiles { root })
+        let root = Beneath::open(Path::new(dir))
+            .map_err(|e| format!("app static:{dir}: cannot open {dir}: {}", e.desc()))?;
+        log::debug!(
+            "static: serving {dir}, resolving paths with {:?}",
+            root.resolver()
+        );
+        Ok(StaticFiles {
+            root,
+            serves_dotfiles,
+        })
     }
 }
 
@@ -99,7 +125,7 @@ impl App for StaticFiles {
         }
         let path = req.uri().path();
         match self.lookup(path, req.uri().query()) {
-            Lookup::File(real) => serve_file(&real, method, req.headers(), path),
+            Lookup::File(found) => serve_file(found, method, req.headers(), path),
             Lookup::AddSlash(location) => {
                 let mut resp = respond(301, "text/plain; charset=utf-8", "moved permanently\n");
                 set_header(&mut resp, header::LOCATION, location);
@@ -116,14 +142,23 @@ impl App for StaticFiles {
 // ---------------------------------------------------------------- where a URL path leads
 
 /// What a URL path names under the root.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Lookup {
-    /// A regular file inside the root (canonical path).
-    File(PathBuf),
+    /// A regular file inside the root, already open.
+    File(Found),
     /// A directory asked for without its trailing slash: redirect here.
     AddSlash(String),
     /// Nothing to serve; the reason is for the debug log only.
     NotFound(String),
+}
+
+/// An open regular file and what was learnt from it.
+#[derive(Debug)]
+struct Found {
+    file: File,
+    meta: Metadata,
+    /// Its path under the root, `/`-separated (for the content type and logs).
+    name: String,
 }
 
 /// One URL path segment: as sent (for redirects) and decoded (for the file system).
@@ -139,51 +174,69 @@ impl StaticFiles {
             Ok(segments) => segments,
             Err(why) => return Lookup::NotFound(why),
         };
-        let mut candidate = self.root.clone();
-        for segment in &segments {
-            candidate.push(&segment.name);
+        if !self.serves_dotfiles
+            && let Some(dot) = segments.iter().find(|s| s.name.starts_with('.'))
+        {
+            return Lookup::NotFound(format!(
+                "{:?} starts with a dot (--static-dotfiles serves such names)",
+                dot.name
+            ));
         }
-        let real = match self.confine(&candidate) {
-            Ok(real) => real,
+        let mut names: Vec<&str> = segments.iter().map(|s| s.name.as_str()).collect();
+        let (file, meta) = match self.open(&names) {
+            Ok(opened) => opened,
             Err(why) => return Lookup::NotFound(why),
         };
         let has_slash = url_path.ends_with('/');
-        match fs::metadata(&real) {
-            Ok(meta) if meta.is_dir() && !has_slash => {
-                let mut location = String::from("/");
-                for segment in &segments {
-                    location.push_str(&segment.raw);
-                    location.push('/');
-                }
-                if let Some(query) = query {
-                    location.push('?');
-                    location.push_str(query);
-                }
-                Lookup::AddSlash(location)
+        if meta.is_dir() && !has_slash {
+            let mut location = String::from("/");
+            for segment in &segments {
+                location.push_str(&segment.raw);
+                location.push('/');
             }
-            Ok(meta) if meta.is_dir() => match self.confine(&real.join(INDEX_FILE)) {
-                Ok(index) if fs::metadata(&index).is_ok_and(|m| m.is_file()) => Lookup::File(index),
-                Ok(_) => Lookup::NotFound(format!("{INDEX_FILE} is not a regular file")),
-                Err(why) => Lookup::NotFound(format!("directory without {INDEX_FILE}: {why}")),
-            },
-            // `/file.txt/` names a directory that is not there.
-            Ok(_) if has_slash => Lookup::NotFound("a file asked for as a directory".to_owned()),
-            Ok(meta) if meta.is_file() => Lookup::File(real),
-            Ok(_) => Lookup::NotFound("not a regular file".to_owned()),
-            Err(e) => Lookup::NotFound(format!("stat {}: {e}", real.display())),
+            if let Some(query) = query {
+                location.push('?');
+                location.push_str(query);
+            }
+            return Lookup::AddSlash(location);
         }
+        let (file, meta) = if meta.is_dir() {
+            // Opened from the root again, not from the directory's fd, so an
+            // index.html symlink may point anywhere inside the root.
+            names.push(INDEX_FILE);
+            match self.open(&names) {
+                Ok(opened) => opened,
+                Err(why) => {
+                    return Lookup::NotFound(format!("directory without {INDEX_FILE}: {why}"));
+                }
+            }
+        } else if has_slash {
+            // `/file.txt/` names a directory that is not there.
+            return Lookup::NotFound("a file asked for as a directory".to_owned());
+        } else {
+            (file, meta)
+        };
+        if !meta.is_file() {
+            return Lookup::NotFound("not a regular file".to_owned());
+        }
+        Lookup::File(Found {
+            file,
+            meta,
+            name: names.join("/"),
+        })
     }
 
-    /// The real path of `path`, if it exists and lies inside the root once
-    /// every symlink is followed.
-    fn confine(&self, path: &Path) -> Result<PathBuf, String> {
-        let real =
-            fs::canonicalize(path).map_err(|e| format!("resolve {}: {e}", path.display()))?;
-        if real.starts_with(&self.root) {
-            Ok(real)
-        } else {
-            Err(format!("{} resolves outside the root", real.display()))
-        }
+    /// `names` opened beneath the root, with its metadata from the open file.
+    fn open(&self, names: &[&str]) -> Result<(File, Metadata), String> {
+        let fd = self
+            .root
+            .open_file(names, open_flags())
+            .map_err(|e| format!("open {:?} beneath the root: {}", names.join("/"), e.desc()))?;
+        let file = File::from(fd);
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("stat {:?}: {e}", names.join("/")))?;
+        Ok((file, meta))
     }
 }
 
@@ -280,25 +333,12 @@ impl Validators {
     }
 }
 
-fn serve_file(real: &Path, method: &Method, headers: &HeaderMap, url_path: &str) -> Response {
-    // O_NONBLOCK: if the path was swapped for a FIFO since the lookup, open
-    // returns at once instead of waiting for a writer (reads of a regular
-    // file ignore it). O_NOFOLLOW: nor for a symlink.
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(real);
-    let (mut file, meta) = match opened.and_then(|f| f.metadata().map(|m| (f, m))) {
-        Ok((file, meta)) if meta.is_file() => (file, meta),
-        Ok(_) => {
-            log::debug!("static: 404 for {url_path}: no longer a regular file");
-            return not_found();
-        }
-        Err(e) => {
-            log::debug!("static: 404 for {url_path}: open {}: {e}", real.display());
-            return not_found();
-        }
-    };
+fn serve_file(found: Found, method: &Method, headers: &HeaderMap, url_path: &str) -> Response {
+    let Found {
+        mut file,
+        meta,
+        name,
+    } = found;
     let size = meta.len();
     let validators = Validators::of(&meta, SystemTime::now());
     let mut resp = match evaluate_preconditions(headers, &validators) {
@@ -315,7 +355,7 @@ fn serve_file(real: &Path, method: &Method, headers: &HeaderMap, url_path: &str)
                 // Range is only defined for GET (RFC 9110 §14.2).
                 RangeRequest::Whole
             };
-            let content_type = content_type(real);
+            let content_type = content_type(Path::new(&name));
             match range {
                 RangeRequest::Whole => respond(
                     200,
@@ -692,6 +732,8 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 mod tests {
     use super::*;
 
+    use std::fs;
+    use std::path::PathBuf;
     use std::time::Duration;
 
     // ------------------------------------------------------------ ranges
@@ -861,8 +903,11 @@ mod tests {
         assert_eq!(names("/100%25"), Ok(vec!["100%".into()]));
     }
 
-    /// DIR with `hello.txt`, `docs/index.html`, `empty/` and `out -> ../secret`,
-    /// beside `secret`; removed on drop.
+    use crate::sys::openat2::Resolver;
+
+    /// DIR with `hello.txt`, `docs/index.html`, `empty/`, `.env`,
+    /// `.git/config`, `out -> ../secret`, `inside -> hello.txt` and
+    /// `docs/up -> ../hello.txt`, beside `secret`; removed on drop.
     struct Tree {
         base: PathBuf,
         app: StaticFiles,
@@ -870,6 +915,10 @@ mod tests {
 
     impl Tree {
         fn new(name: &str) -> Tree {
+            Tree::with(name, false, None)
+        }
+
+        fn with(name: &str, serves_dotfiles: bool, resolver: Option<Resolver>) -> Tree {
             let base = std::env::temp_dir().join(format!(
                 "forkhorn-static-unit-{}-{name}",
                 std::process::id()
@@ -878,12 +927,33 @@ mod tests {
             let www = base.join("www");
             fs::create_dir_all(www.join("docs")).expect("create docs");
             fs::create_dir_all(www.join("empty")).expect("create empty");
+            fs::create_dir_all(www.join(".git")).expect("create .git");
             fs::write(base.join("secret"), "secret").expect("write secret");
             fs::write(www.join("hello.txt"), "hello").expect("write hello");
+            fs::write(www.join(".env"), "TOKEN=1").expect("write .env");
+            fs::write(www.join(".git/config"), "[core]").expect("write .git/config");
             fs::write(www.join("docs/index.html"), "<p>docs</p>").expect("write index");
             std::os::unix::fs::symlink("../secret", www.join("out")).expect("symlink");
-            let app = StaticFiles::new(www.to_str().expect("utf-8 temp dir")).expect("app");
+            std::os::unix::fs::symlink("hello.txt", www.join("inside")).expect("symlink");
+            std::os::unix::fs::symlink("../hello.txt", www.join("docs/up")).expect("symlink");
+            let mut app = StaticFiles::new(www.to_str().expect("utf-8 temp dir"), serves_dotfiles)
+                .expect("app");
+            if let Some(resolver) = resolver {
+                app.root = app.root.with_resolver(resolver);
+            }
             Tree { base, app }
+        }
+
+        /// The name under the root and the content `url_path` serves.
+        fn served(&self, url_path: &str) -> Option<(String, String)> {
+            match self.app.lookup(url_path, None) {
+                Lookup::File(mut found) => {
+                    let mut content = String::new();
+                    found.file.read_to_string(&mut content).expect("read");
+                    Some((found.name, content))
+                }
+                _ => None,
+            }
         }
     }
 
@@ -896,29 +966,35 @@ mod tests {
     #[test]
     fn lookup_finds_files_and_index_files_inside_the_root() {
         let tree = Tree::new("finds");
-        let root = &tree.app.root;
         assert_eq!(
-            tree.app.lookup("/hello.txt", None),
-            Lookup::File(root.join("hello.txt"))
+            tree.served("/hello.txt"),
+            Some(("hello.txt".into(), "hello".into()))
         );
         assert_eq!(
-            tree.app.lookup("/docs/", None),
-            Lookup::File(root.join("docs/index.html"))
+            tree.served("/docs/"),
+            Some(("docs/index.html".into(), "<p>docs</p>".into()))
         );
+    }
+
+    #[test]
+    fn lookup_follows_symlinks_that_stay_inside_the_root() {
+        let tree = Tree::new("inside");
+        assert_eq!(tree.served("/inside").map(|s| s.1), Some("hello".into()));
+        assert_eq!(tree.served("/docs/up").map(|s| s.1), Some("hello".into()));
     }
 
     #[test]
     fn lookup_redirects_a_directory_without_its_slash() {
         let tree = Tree::new("redirects");
-        assert_eq!(
+        assert!(matches!(
             tree.app.lookup("/docs", Some("x=1")),
-            Lookup::AddSlash("/docs/?x=1".to_owned())
-        );
+            Lookup::AddSlash(l) if l == "/docs/?x=1"
+        ));
         // Never to a `//host` URL, whatever the request looked like.
-        assert_eq!(
+        assert!(matches!(
             tree.app.lookup("//docs", None),
-            Lookup::AddSlash("/docs/".to_owned())
-        );
+            Lookup::AddSlash(l) if l == "/docs/"
+        ));
     }
 
     #[test]
@@ -931,6 +1007,72 @@ mod tests {
             "/hello.txt/",
             "/../secret",
         ] {
+            assert!(
+                matches!(tree.app.lookup(path, None), Lookup::NotFound(_)),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn dotfiles_and_dot_directories_are_refused_unless_asked_for() {
+        let tree = Tree::new("dots");
+        for path in ["/.env", "/.git/config", "/.git/", "/docs/.hidden"] {
+            assert!(
+                matches!(tree.app.lookup(path, None), Lookup::NotFound(_)),
+                "{path}"
+            );
+        }
+        let tree = Tree::with("dots-on", true, None);
+        assert_eq!(tree.served("/.env").map(|s| s.1), Some("TOKEN=1".into()));
+        assert_eq!(
+            tree.served("/.git/config").map(|s| s.1),
+            Some("[core]".into())
+        );
+    }
+
+    #[test]
+    fn the_fallback_walk_serves_plain_paths_and_refuses_every_symlink() {
+        let tree = Tree::with("walk", false, Some(Resolver::Walk));
+        assert_eq!(tree.served("/hello.txt").map(|s| s.1), Some("hello".into()));
+        assert_eq!(
+            tree.served("/docs/").map(|s| s.1),
+            Some("<p>docs</p>".into())
+        );
+        assert!(matches!(
+            tree.app.lookup("/docs", None),
+            Lookup::AddSlash(_)
+        ));
+        for path in ["/out", "/inside", "/docs/up", "/missing.txt"] {
+            assert!(
+                matches!(tree.app.lookup(path, None), Lookup::NotFound(_)),
+                "{path}"
+            );
+        }
+        // A symlinked directory on the way is refused too.
+        std::os::unix::fs::symlink("docs", tree.base.join("www/linked")).expect("symlink");
+        std::os::unix::fs::symlink("..", tree.base.join("www/parent")).expect("symlink");
+        for path in [
+            "/linked/index.html",
+            "/parent/secret",
+            "/parent/www/hello.txt",
+        ] {
+            assert!(
+                matches!(tree.app.lookup(path, None), Lookup::NotFound(_)),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn openat2_refuses_symlinks_leading_out_and_absolute_ones() {
+        let tree = Tree::new("parent");
+        std::os::unix::fs::symlink("..", tree.base.join("www/parent")).expect("symlink");
+        std::os::unix::fs::symlink("/etc", tree.base.join("www/etc")).expect("symlink");
+        // Absolute symlinks are refused even when they land inside the root.
+        let inside = tree.base.join("www/hello.txt");
+        std::os::unix::fs::symlink(&inside, tree.base.join("www/abs")).expect("symlink");
+        for path in ["/parent/secret", "/etc/passwd", "/etc/hostname", "/abs"] {
             assert!(
                 matches!(tree.app.lookup(path, None), Lookup::NotFound(_)),
                 "{path}"
@@ -1030,7 +1172,7 @@ mod tests {
         let tree = Tree::new("future");
         let file = fs::File::options()
             .write(true)
-            .open(tree.app.root.join("hello.txt"))
+            .open(tree.base.join("www/hello.txt"))
             .expect("open hello");
         let tomorrow = SystemTime::now() + Duration::from_secs(86_400);
         file.set_modified(tomorrow).expect("set mtime");

@@ -2,7 +2,8 @@
 //! the repository so these tests always run), replayed through `parse_head`
 //! and the body decoders the way a worker would: once with the whole input at
 //! hand, once with the input arriving a byte at a time. Only cases for
-//! gunicorn's default configuration are used.
+//! gunicorn's default configuration are used, with the two leniencies
+//! gunicorn has by default (see `corpus_limits`).
 
 use std::path::{Path, PathBuf};
 
@@ -73,6 +74,18 @@ fn replace_all(data: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The defaults plus the two leniencies gunicorn's corpus expects: HTTP/1.1
+/// requests without Host (valid/004 and many more) and codings before a
+/// final chunked (valid/025, valid/029). `tests/conformance.rs` runs the
+/// server with the matching flags.
+fn corpus_limits() -> Limits {
+    Limits {
+        permit_missing_host: true,
+        permit_transfer_codings: true,
+        ..Limits::default()
+    }
+}
+
 /// A request as the app would see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
@@ -120,7 +133,7 @@ struct Connection {
 impl Connection {
     fn new() -> Self {
         Connection {
-            limits: Limits::default(),
+            limits: corpus_limits(),
             buf: Vec::new(),
             current: None,
             requests: Vec::new(),

@@ -21,7 +21,9 @@
 use std::fmt;
 use std::mem::MaybeUninit;
 
-/// Size limits a client cannot exceed (gunicorn's names and defaults).
+/// What a request head may be: size limits a client cannot exceed
+/// (gunicorn's names and defaults), and the two leniencies towards RFC 9112
+/// an operator may switch on for old clients (both off by default).
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Longest request line in bytes, CRLF excluded (`--limit-request-line`, 4094; 0 = unlimited).
@@ -39,6 +41,14 @@ pub struct Limits {
     /// Most bytes of chunk extensions in one chunked body (16384). Extensions are parsed and
     /// dropped, so without a cap a client could keep a worker busy sending only them.
     pub chunk_ext_bytes: usize,
+    /// Accept an HTTP/1.1 request without a Host field (`--permit-missing-host`,
+    /// off). RFC 9112 §3.2 requires 400; gunicorn and its request corpus accept it.
+    pub permit_missing_host: bool,
+    /// Accept the codings gunicorn knows (`gzip`, `deflate`, `identity`, ...)
+    /// before a final `chunked` (`--permit-transfer-codings`, off). The app gets
+    /// the de-chunked bytes still coded, since forkhorn decodes none of them;
+    /// by default such a request gets 501 (RFC 9112 §6.1).
+    pub permit_transfer_codings: bool,
 }
 
 /// gunicorn's ceiling on `--limit-request-fields`.
@@ -52,6 +62,8 @@ impl Default for Limits {
             field_size: 8190,
             trailer_bytes: 8190,
             chunk_ext_bytes: 16384,
+            permit_missing_host: false,
+            permit_transfer_codings: false,
         }
     }
 }
@@ -223,10 +235,16 @@ pub enum ParseError {
     ChunkedTwice,
     /// A coding listed after `chunked`.
     ChunkedNotFinal(String),
-    /// A transfer coding we do not know. 501.
+    /// A transfer coding before the final `chunked` that forkhorn does not
+    /// decode: any, unless `Limits::permit_transfer_codings` lets gunicorn's
+    /// list through. 501 (RFC 9112 §6.1).
     UnsupportedTransferCoding(String),
-    /// The final transfer coding is not chunked, so the body has no length. 501.
+    /// The final transfer coding is not chunked, so the body length cannot be
+    /// known. 400 and close (RFC 9112 §6.3).
     FinalCodingNotChunked(String),
+    /// An HTTP/1.1 request without a Host field (RFC 9112 §3.2), unless
+    /// `Limits::permit_missing_host`.
+    MissingHost,
     /// A second Host or Content-Type field: their grammar allows one value, so a
     /// repeat is read differently by different servers (RFC 9110 §5.3).
     DuplicateField(&'static str),
@@ -243,7 +261,7 @@ impl ParseError {
             ParseError::RequestLineTooLong { .. } => 414,
             ParseError::TooManyFields { .. } | ParseError::FieldTooLong { .. } => 431,
             ParseError::UnsupportedVersion(_) => 505,
-            ParseError::UnsupportedTransferCoding(_) | ParseError::FinalCodingNotChunked(_) => 501,
+            ParseError::UnsupportedTransferCoding(_) => 501,
             ParseError::UnsupportedExpectation(_) => 417,
             _ => 400,
         }
@@ -325,7 +343,10 @@ impl fmt::Display for ParseError {
                 f,
                 "transfer coding \"{c}\" follows chunked; chunked must be the final coding"
             ),
-            UnsupportedTransferCoding(c) => write!(f, "unsupported transfer coding \"{c}\""),
+            UnsupportedTransferCoding(c) => write!(
+                f,
+                "unsupported transfer coding \"{c}\"; send the body with chunked alone"
+            ),
             FinalCodingNotChunked(c) => {
                 write!(
                     f,
@@ -334,6 +355,7 @@ impl fmt::Display for ParseError {
             }
             DuplicateField(name) => write!(f, "more than one {name} header field"),
             InvalidHost(v) => write!(f, "invalid host \"{v}\""),
+            MissingHost => write!(f, "an HTTP/1.1 request needs a Host header field"),
             UnsupportedExpectation(v) => write!(
                 f,
                 "unsupported expectation \"{v}\"; only 100-continue is supported"
@@ -382,10 +404,16 @@ pub(crate) fn shown(bytes: &[u8]) -> String {
 /// assert_eq!(&buf[n..], b"hello"); // the body is left to the caller
 ///
 /// // Both framings at once is refused outright, not resolved.
-/// let smuggle = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+/// let smuggle = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
 /// let err = parse_head(smuggle, &limits).unwrap_err();
 /// assert_eq!(err, ParseError::ContentLengthWithTransferEncoding);
 /// assert_eq!(err.status(), 400);
+///
+/// // So is an HTTP/1.1 request without Host (RFC 9112 §3.2), unless permitted.
+/// let no_host = b"GET / HTTP/1.1\r\n\r\n";
+/// assert_eq!(parse_head(no_host, &limits), Err(ParseError::MissingHost));
+/// let lenient = Limits { permit_missing_host: true, ..Limits::default() };
+/// assert!(parse_head(no_host, &lenient).unwrap().is_some());
 /// ```
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, ParseError> {
     let Some(line) = scan_request_line(buf, limits)? else {
@@ -421,9 +449,10 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, us
             FieldScan::Complete { .. } => Err(AMBIGUOUS_END),
         },
         Ok(httparse::Status::Complete(n)) => match scan {
-            FieldScan::Complete { end, .. } if n == end => {
-                Ok(Some((head_from_fields(request, parsed.headers)?, end)))
-            }
+            FieldScan::Complete { end, .. } if n == end => Ok(Some((
+                head_from_fields(request, parsed.headers, limits)?,
+                end,
+            ))),
             FieldScan::Broken { error, .. } => Err(error),
             _ => Err(AMBIGUOUS_END),
         },
@@ -981,6 +1010,7 @@ fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 fn head_from_fields(
     request: RequestLine<'_>,
     fields: &[httparse::Header<'_>],
+    limits: &Limits,
 ) -> Result<RequestHead, ParseError> {
     let mut content_length: Option<u64> = None;
     let mut has_transfer_encoding = false;
@@ -1035,6 +1065,9 @@ fn head_from_fields(
         headers.push((name.to_owned(), value.to_vec()));
     }
 
+    if request.version == Version::Http11 && !seen_host && !limits.permit_missing_host {
+        return Err(ParseError::MissingHost);
+    }
     let framing = if has_transfer_encoding {
         // RFC 9112 §6.1: HTTP/1.0 has no transfer codings, so framing built on
         // one is faulty; §6.3: with Content-Length too, it is a smuggling attempt.
@@ -1044,7 +1077,7 @@ fn head_from_fields(
         if content_length.is_some() {
             return Err(ParseError::ContentLengthWithTransferEncoding);
         }
-        check_transfer_codings(fields)?;
+        check_transfer_codings(fields, limits.permit_transfer_codings)?;
         Framing::Chunked
     } else {
         content_length.map_or(Framing::None, Framing::Length)
@@ -1081,8 +1114,9 @@ fn parse_content_length(value: &[u8]) -> Result<u64, ParseError> {
         .ok_or_else(|| ParseError::InvalidContentLength(shown(value)))
 }
 
-/// Transfer codings a request may list before `chunked`. Their bytes reach the
-/// app as they came (de-chunked, not decompressed); gunicorn accepts the same list.
+/// Transfer codings `--permit-transfer-codings` lets a request list before
+/// `chunked`. Their bytes reach the app as they came (de-chunked, not
+/// decompressed); gunicorn accepts the same list.
 const KNOWN_CODINGS: [&[u8]; 7] = [
     b"identity",
     b"gzip",
@@ -1094,14 +1128,22 @@ const KNOWN_CODINGS: [&[u8]; 7] = [
 ];
 
 /// RFC 9112 §6.3: the final coding must be chunked, and chunked must appear
-/// once, or the body length is unknowable (or ambiguous between servers).
-fn check_transfer_codings(fields: &[httparse::Header<'_>]) -> Result<(), ParseError> {
+/// once, or the body length is unknowable (or ambiguous between servers):
+/// 400. §6.1: a coding the server does not understand gets 501; forkhorn
+/// decodes none, so by default the only accepted value is `chunked` alone.
+fn check_transfer_codings(
+    fields: &[httparse::Header<'_>],
+    permit_known_codings: bool,
+) -> Result<(), ParseError> {
     let values = fields
         .iter()
         .filter(|f| f.name.eq_ignore_ascii_case("transfer-encoding"))
         .map(|f| f.value);
     let mut last: Option<&[u8]> = None;
     let mut seen_chunked = false;
+    // The first coding before chunked that is not accepted; reported only
+    // once the list is known to end in chunked (else the 400 wins).
+    let mut unsupported: Option<&[u8]> = None;
     for value in values {
         for coding in list_elements(value) {
             if !coding.iter().all(|&b| is_tchar(b)) {
@@ -1116,18 +1158,22 @@ fn check_transfer_codings(fields: &[httparse::Header<'_>]) -> Result<(), ParseEr
             }
             if coding.eq_ignore_ascii_case(b"chunked") {
                 seen_chunked = true;
-            } else if !KNOWN_CODINGS
-                .iter()
-                .any(|known| coding.eq_ignore_ascii_case(known))
-            {
-                return Err(ParseError::UnsupportedTransferCoding(shown(coding)));
+            } else if unsupported.is_none() && !(permit_known_codings && is_known_coding(coding)) {
+                unsupported = Some(coding);
             }
             last = Some(coding);
         }
     }
-    match last {
-        None => Err(ParseError::MalformedTransferEncoding(String::new())),
-        Some(_) if seen_chunked => Ok(()),
-        Some(coding) => Err(ParseError::FinalCodingNotChunked(shown(coding))),
+    match (last, unsupported) {
+        (None, _) => Err(ParseError::MalformedTransferEncoding(String::new())),
+        (Some(coding), _) if !seen_chunked => Err(ParseError::FinalCodingNotChunked(shown(coding))),
+        (Some(_), Some(coding)) => Err(ParseError::UnsupportedTransferCoding(shown(coding))),
+        (Some(_), None) => Ok(()),
     }
+}
+
+fn is_known_coding(coding: &[u8]) -> bool {
+    KNOWN_CODINGS
+        .iter()
+        .any(|known| coding.eq_ignore_ascii_case(known))
 }

@@ -32,8 +32,18 @@ fn accepts_with(limits: &Limits, bytes: &[u8]) -> RequestHead {
     }
 }
 
+/// The defaults, except that Host may be left out: most heads here are about
+/// other rules, and the Host rule has its own tests (see "Host and other
+/// singleton fields").
+fn host_optional() -> Limits {
+    Limits {
+        permit_missing_host: true,
+        ..Limits::default()
+    }
+}
+
 fn accepts(bytes: &[u8]) -> RequestHead {
-    accepts_with(&Limits::default(), bytes)
+    accepts_with(&host_optional(), bytes)
 }
 
 fn rejects_with(limits: &Limits, bytes: &[u8]) -> ParseError {
@@ -51,7 +61,7 @@ fn rejects_with(limits: &Limits, bytes: &[u8]) -> ParseError {
 }
 
 fn rejects(bytes: &[u8]) -> ParseError {
-    rejects_with(&Limits::default(), bytes)
+    rejects_with(&host_optional(), bytes)
 }
 
 fn status(bytes: &[u8]) -> u16 {
@@ -98,11 +108,9 @@ fn parses_a_simple_request() {
 #[test]
 fn leaves_pipelined_bytes_after_the_head() {
     let input = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
-    let (head, n) = parse_head(input, &Limits::default()).unwrap().unwrap();
+    let (head, n) = parse_head(input, &host_optional()).unwrap().unwrap();
     assert_eq!((head.target.as_str(), n), ("/a", 19));
-    let (head, _) = parse_head(&input[n..], &Limits::default())
-        .unwrap()
-        .unwrap();
+    let (head, _) = parse_head(&input[n..], &host_optional()).unwrap().unwrap();
     assert_eq!(head.target, "/b");
 }
 
@@ -192,7 +200,7 @@ fn skips_empty_lines_before_the_request_line() {
 fn rejects_a_request_line_longer_than_the_limit_with_414_before_it_ends() {
     let limits = Limits {
         request_line: 20,
-        ..Limits::default()
+        ..host_optional()
     };
     assert_eq!(
         rejects_with(
@@ -214,7 +222,7 @@ fn rejects_a_request_line_longer_than_the_limit_with_414_before_it_ends() {
 fn counts_leading_empty_lines_towards_the_request_line_limit() {
     let limits = Limits {
         request_line: 20,
-        ..Limits::default()
+        ..host_optional()
     };
     assert_eq!(
         parse_head(&b"\r\n".repeat(11), &limits),
@@ -226,7 +234,7 @@ fn counts_leading_empty_lines_towards_the_request_line_limit() {
 fn request_line_limit_zero_means_unlimited() {
     let limits = Limits {
         request_line: 0,
-        ..Limits::default()
+        ..host_optional()
     };
     let target = "a".repeat(10_000);
     let head = accepts_with(
@@ -534,7 +542,7 @@ fn header_lookup_is_case_insensitive_and_gives_the_first_value() {
 fn rejects_more_fields_than_the_limit_with_431_before_the_head_ends() {
     let limits = Limits {
         fields: 3,
-        ..Limits::default()
+        ..host_optional()
     };
     accepts_with(&limits, &get_with(&["A: 1", "B: 2", "C: 3"]));
     let error = rejects_with(&limits, &get_with(&["A: 1", "B: 2", "C: 3", "D: 4"]));
@@ -549,7 +557,7 @@ fn reads_heads_with_more_fields_than_fit_on_the_stack() {
     let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
     let limits = Limits {
         fields: 1000,
-        ..Limits::default()
+        ..host_optional()
     };
     assert_eq!(accepts_with(&limits, &get_with(&fields)).headers.len(), 300);
 }
@@ -559,7 +567,7 @@ fn field_limit_zero_means_gunicorns_maximum() {
     assert_eq!(
         Limits {
             fields: 0,
-            ..Limits::default()
+            ..host_optional()
         }
         .max_fields(),
         MAX_FIELDS
@@ -567,7 +575,7 @@ fn field_limit_zero_means_gunicorns_maximum() {
     assert_eq!(
         Limits {
             fields: 1_000_000,
-            ..Limits::default()
+            ..host_optional()
         }
         .max_fields(),
         MAX_FIELDS
@@ -580,7 +588,7 @@ fn rejects_a_field_line_longer_than_the_limit_with_431_before_it_ends() {
     // gunicorn counts the CRLF: a 20-byte limit allows 18 bytes of field line.
     let limits = Limits {
         field_size: 20,
-        ..Limits::default()
+        ..host_optional()
     };
     accepts_with(&limits, &get_with(&["X: 345678901234567"]));
     let error = rejects_with(&limits, &get_with(&["X: 3456789012345678"]));
@@ -597,7 +605,7 @@ fn rejects_a_field_line_longer_than_the_limit_with_431_before_it_ends() {
 fn field_size_limit_zero_means_unlimited() {
     let limits = Limits {
         field_size: 0,
-        ..Limits::default()
+        ..host_optional()
     };
     let value = "v".repeat(10_000);
     let head = accepts_with(&limits, &get_with(&[&format!("Big: {value}")]));
@@ -609,7 +617,7 @@ fn reports_the_first_problem_in_reading_order() {
     // A bad name byte on line 2 wins over the too-long line 3, however split.
     let limits = Limits {
         field_size: 20,
-        ..Limits::default()
+        ..host_optional()
     };
     let error = rejects_with(
         &limits,
@@ -699,7 +707,32 @@ fn reads_chunked_framing_case_insensitively() {
 }
 
 #[test]
-fn accepts_known_codings_before_a_final_chunked() {
+fn answers_501_to_codings_before_a_final_chunked_by_default() {
+    // RFC 9112 §6.1: forkhorn decodes no coding but chunked.
+    for fields in [
+        &["Transfer-Encoding: gzip, chunked"][..],
+        &["Transfer-Encoding: identity,chunked"],
+        &["Transfer-Encoding: gzip", "Transfer-Encoding: chunked"],
+        &["Transfer-Encoding: foo, chunked"],
+    ] {
+        let error = rejects(&post_with(fields));
+        assert!(
+            matches!(error, ParseError::UnsupportedTransferCoding(_)),
+            "{fields:?}: {error:?}"
+        );
+        assert_eq!(error.status(), 501, "{fields:?}");
+    }
+}
+
+fn codings_permitted() -> Limits {
+    Limits {
+        permit_transfer_codings: true,
+        ..host_optional()
+    }
+}
+
+#[test]
+fn accepts_known_codings_before_a_final_chunked_when_permitted() {
     // gunicorn's valid/025 and friends: the app gets the de-chunked bytes.
     for fields in [
         &["Transfer-Encoding: gzip, chunked"][..],
@@ -708,11 +741,22 @@ fn accepts_known_codings_before_a_final_chunked() {
         &["Transfer-Encoding: deflate, , chunked"],
     ] {
         assert_eq!(
-            accepts(&post_with(fields)).framing,
+            accepts_with(&codings_permitted(), &post_with(fields)).framing,
             Framing::Chunked,
             "{fields:?}"
         );
     }
+    // Unknown codings stay refused, and a final coding must still be chunked.
+    let unknown = rejects_with(
+        &codings_permitted(),
+        &post_with(&["Transfer-Encoding: foo, chunked"]),
+    );
+    assert_eq!(unknown.status(), 501);
+    let gzip = rejects_with(
+        &codings_permitted(),
+        &post_with(&["Transfer-Encoding: gzip"]),
+    );
+    assert_eq!(gzip.status(), 400);
 }
 
 #[test]
@@ -763,26 +807,24 @@ fn rejects_chunked_listed_twice() {
 }
 
 #[test]
-fn answers_501_when_the_final_coding_is_not_chunked() {
-    for value in ["gzip", "identity", "gzip, identity"] {
+fn answers_400_when_the_final_coding_is_not_chunked() {
+    // RFC 9112 §6.3: the body length cannot be known; 400 and close. Unknown
+    // codings alone, too: that they are unknown matters less than that the
+    // body has no end.
+    for value in [
+        "gzip",
+        "identity",
+        "gzip, identity",
+        "xchunked",
+        "chunked-ish",
+        "foo",
+    ] {
         let error = rejects(&post_with(&[&format!("Transfer-Encoding: {value}")]));
         assert!(
             matches!(error, ParseError::FinalCodingNotChunked(_)),
             "{value}: {error:?}"
         );
-        assert_eq!(error.status(), 501);
-    }
-}
-
-#[test]
-fn answers_501_to_unknown_transfer_codings() {
-    for value in ["xchunked", "foo, chunked", "chunked-ish"] {
-        let error = rejects(&post_with(&[&format!("Transfer-Encoding: {value}")]));
-        assert!(
-            matches!(error, ParseError::UnsupportedTransferCoding(_)),
-            "{value}: {error:?}"
-        );
-        assert_eq!(error.status(), 501);
+        assert_eq!(error.status(), 400, "{value}");
     }
 }
 
@@ -817,8 +859,22 @@ fn rejects_a_duplicate_content_type() {
 }
 
 #[test]
-fn accepts_http_1_1_without_host() {
+fn rejects_http_1_1_without_host_by_default() {
+    // RFC 9112 §3.2: a server MUST answer 400.
+    let error = rejects_with(&Limits::default(), b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(error, ParseError::MissingHost);
+    assert_eq!(error.status(), 400);
+    let error = rejects_with(&Limits::default(), b"GET / HTTP/1.1\r\nX-Host: a\r\n\r\n");
+    assert_eq!(error, ParseError::MissingHost);
+}
+
+#[test]
+fn accepts_http_1_1_without_host_when_permitted_and_1_0_always() {
     assert_eq!(accepts(b"GET / HTTP/1.1\r\n\r\n").header("host"), None);
+    let head = accepts_with(&Limits::default(), b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(head.header("host"), None);
+    // An empty Host is a Host (RFC 9112 §3.2: for a URI without authority).
+    accepts_with(&Limits::default(), b"GET / HTTP/1.1\r\nHost:\r\n\r\n");
 }
 
 #[test]
@@ -1164,7 +1220,7 @@ fn rejects_malformed_chunk_extensions() {
 fn caps_chunk_extension_bytes_across_the_body() {
     let limits = Limits {
         chunk_ext_bytes: 10,
-        ..Limits::default()
+        ..host_optional()
     };
     assert!(decode_with(&limits, b"1;aaaa\r\nx\r\n1;bbbb\r\ny\r\n0\r\n\r\n").is_ok());
     let error = decode_with(&limits, b"1;aaaa\r\nx\r\n1;bbbbbb\r\ny\r\n0\r\n\r\n").unwrap_err();
@@ -1230,7 +1286,7 @@ fn caps_the_trailer_section_with_431() {
     let limits = Limits {
         trailer_bytes: 16,
         fields: 2,
-        ..Limits::default()
+        ..host_optional()
     };
     assert!(decode_with(&limits, b"0\r\nA: 1\r\nB: 2\r\n\r\n").is_ok());
     let error = decode_with(&limits, b"0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n").unwrap_err();
@@ -1240,7 +1296,7 @@ fn caps_the_trailer_section_with_431() {
     );
     let limits = Limits {
         fields: 2,
-        ..Limits::default()
+        ..host_optional()
     };
     let error = decode_with(&limits, b"0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n").unwrap_err();
     assert_eq!(

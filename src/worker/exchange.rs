@@ -2,7 +2,7 @@
 //! call the app, write the response, log it.
 
 use std::io::{self, Read};
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -222,15 +222,11 @@ fn exchange(
     );
     let response = {
         let request = request.map(|()| Body::new(&mut body));
-        match catch_unwind(AssertUnwindSafe(|| app.call(request))) {
+        // The panic hook stays silent inside catch_panic: this is the one line.
+        match crate::logging::catch_panic(AssertUnwindSafe(|| app.call(request))) {
             Ok(r) => r,
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".to_owned());
-                log::error!("app panicked on {} {}: {what}", head.method, head.target);
+                log::error!("app panicked on {} {}: {panic}", head.method, head.target);
                 crate::app::respond(500, "text/plain", "internal server error\n")
             }
         }

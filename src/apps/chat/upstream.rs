@@ -146,7 +146,9 @@ impl Upstream {
     pub fn probe(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         let path = format!("{}/models", self.target.base_path);
-        let (status, body) = self.fetch("GET", &path, deadline, MAX_MODELS_BODY_BYTES)?;
+        let (status, body) = self
+            .fetch("GET", &path, deadline, MAX_MODELS_BODY_BYTES)
+            .map_err(|e| format!("GET {path} within {:.1} s: {e}", timeout.as_secs_f64()))?;
         if !(200..300).contains(&status) {
             return Err(format!(
                 "GET {path} answered {status}: {}",
