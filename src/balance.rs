@@ -12,8 +12,9 @@
 //!
 //! The table is advice, never a lock: a worker that defers waits at most
 //! `DEFER_FOR` for a sibling to take the connection and then takes it itself,
-//! so a sibling that is stuck in a long request, stopped, or dead costs one
-//! short delay, not a stall.
+//! so a sibling that is stopped or wedged costs a few short delays, not a
+//! stall. A sibling busy in a long request leaves the table until it is
+//! done, and a dead one is removed by the master.
 //!
 //! Beside the table sits the hand-off channel: a unix socket pair every
 //! worker inherits, through which a worker busy with a long request passes

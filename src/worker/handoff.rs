@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::balance::Balance;
 use crate::sys::fdpass::FdChannel;
 
 /// How long a request may run before its worker's idle connections go to a
@@ -63,6 +64,12 @@ struct Shared {
     /// The watcher moved connections the main thread has not forgotten yet.
     has_handed_off: AtomicBool,
     channel: Arc<FdChannel>,
+    /// This worker's seat in the accept balance, which the watcher empties
+    /// while a request runs long: a busy worker is no sibling to leave new
+    /// connections to. The main thread publishes its count again after.
+    seat: Option<(Balance, usize)>,
+    /// The watcher emptied the seat during the request in flight.
+    is_seat_vacated: AtomicBool,
 }
 
 #[derive(Default)]
@@ -77,7 +84,10 @@ struct Table {
 impl Parking {
     /// The table, and its watcher thread (started here: call this only in a
     /// worker, after fork, never in the master).
-    pub fn start(channel: Arc<FdChannel>) -> std::io::Result<Parking> {
+    pub fn start(
+        channel: Arc<FdChannel>,
+        seat: Option<(Balance, usize)>,
+    ) -> std::io::Result<Parking> {
         let shared = Arc::new(Shared {
             table: Mutex::new(Table::default()),
             wake: Condvar::new(),
@@ -86,6 +96,8 @@ impl Parking {
             may_hand_off: AtomicBool::new(true),
             has_handed_off: AtomicBool::new(false),
             channel,
+            seat,
+            is_seat_vacated: AtomicBool::new(false),
         });
         let watcher = Arc::clone(&shared);
         // Signals go to the main thread: its handlers act on the request
@@ -152,9 +164,19 @@ impl Parking {
         }
     }
 
-    /// The request in flight is over.
-    pub fn request_ended(&self) {
-        self.shared.in_flight.store(0, Ordering::Release);
+    /// The request in flight is over. True: it ran long and the watcher
+    /// emptied our balance seat; publish our count again.
+    pub fn request_ended(&self) -> bool {
+        self.shared.in_flight.store(0, Ordering::SeqCst);
+        // Paired with `step_aside`: either the watcher sees the request
+        // over and leaves the seat, or we see the flag and, by taking the
+        // lock, publish only after it emptied the seat.
+        if !self.shared.is_seat_vacated.load(Ordering::SeqCst) {
+            return false;
+        }
+        let _t = self.shared.lock();
+        self.shared.is_seat_vacated.store(false, Ordering::SeqCst);
+        true
     }
 
     /// The worker drains: keep what it holds (see `may_hand_off`).
@@ -197,10 +219,23 @@ impl Shared {
                 handled = current;
                 continue;
             }
+            self.step_aside(current);
             match self.hand_off_parked() {
                 Pass::Done => handled = current,
                 Pass::Full => {}
             }
+        }
+    }
+
+    /// Empty our balance seat while request `current` runs on.
+    fn step_aside(&self, current: u64) {
+        let Some((balance, seat)) = &self.seat else {
+            return;
+        };
+        let _t = self.lock();
+        self.is_seat_vacated.store(true, Ordering::SeqCst);
+        if self.in_flight.load(Ordering::SeqCst) == current {
+            balance.vacate(*seat);
         }
     }
 

@@ -82,8 +82,14 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// How long a closing connection keeps discarding input before we close it.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// After a sibling we deferred to let a connection wait out the whole
-/// `DEFER_FOR`, accept as if alone for this long.
+/// After siblings we deferred to let a connection wait out the whole
+/// `DEFER_FOR` this many times in a row, accept as if alone for
+/// `BALANCE_BACKOFF`. One miss is not enough: on a loaded machine a sibling
+/// can go unscheduled for 20 ms, and backing off then let one worker take a
+/// whole burst (13 of 16 connections). A sibling busy in a long request
+/// leaves the table by itself (`handoff.rs`), so what is left for this is a
+/// stopped or wedged sibling, which costs three short delays a second.
+const MISSES_BEFORE_BACKOFF: u32 = 3;
 const BALANCE_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What `defer_to_sibling` decided about the connection waiting now.
@@ -177,8 +183,11 @@ struct Worker<'a> {
     /// Leaving waiting connections to a sibling holding fewer until then.
     defer_until: Option<Instant>,
     /// A sibling we deferred to did not take the connection in time (it is
-    /// busy, stopped or gone): accept as if alone until then.
+    /// busy, stopped or gone), `MISSES_BEFORE_BACKOFF` times in a row:
+    /// accept as if alone until then.
     balance_off_until: Option<Instant>,
+    /// Deferrals in a row that the sibling let time out.
+    sibling_misses: u32,
     /// Connections with buffered bytes or news to look at, in arrival order.
     ready: VecDeque<usize>,
     /// Connections pumping a detached stream.
@@ -257,7 +266,8 @@ impl<'a> Worker<'a> {
                 Interest::READABLE,
             )
             .map_err(|e| fail("registering the hand-off channel", e))?;
-        let parking = Parking::start(std::sync::Arc::clone(spec.balance.handoff()))
+        let seat = spec.seat.map(|seat| (spec.balance.clone(), seat));
+        let parking = Parking::start(std::sync::Arc::clone(spec.balance.handoff()), seat)
             .map_err(|e| fail("starting the hand-off watcher thread", e))?;
         let waker =
             mio::Waker::new(poll.registry(), WAKER_TOKEN).map_err(|e| fail("stream waker", e))?;
@@ -283,6 +293,7 @@ impl<'a> Worker<'a> {
             lingering: 0,
             defer_until: None,
             balance_off_until: None,
+            sibling_misses: 0,
             ready: VecDeque::new(),
             streaming: Vec::new(),
             parking,
@@ -478,16 +489,27 @@ impl<'a> Worker<'a> {
                     self.is_accept_failing = false;
                     if waited_for_sibling {
                         // Nobody took it while we waited: the sibling is
-                        // busy or stuck, and waiting on it again would only
-                        // delay every new connection.
-                        self.balance_off_until = Some(now + BALANCE_BACKOFF);
+                        // stuck, or was not scheduled in time. If it keeps
+                        // happening, waiting on it would only delay every
+                        // new connection.
+                        self.sibling_misses += 1;
+                        if self.sibling_misses >= MISSES_BEFORE_BACKOFF {
+                            self.sibling_misses = 0;
+                            self.balance_off_until = Some(now + BALANCE_BACKOFF);
+                        }
                     }
                     let deadline = now + self.spec.config.header_timeout;
                     let conn = Conn::new(socket, addr.as_socket(), deadline);
                     self.add_conn(conn);
                     return true;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.acceptable[i] = false,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if waited_for_sibling {
+                        // A sibling took it while we waited: it is alive.
+                        self.sibling_misses = 0;
+                    }
+                    self.acceptable[i] = false
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
                 Err(e) => {
@@ -837,7 +859,9 @@ impl<'a> Worker<'a> {
             exchange::serve(conn, head, app.as_mut(), ctx)
         });
         self.app = app;
-        self.parking.request_ended();
+        if self.parking.request_ended() {
+            self.publish_held();
+        }
         let next = if last {
             WorkerState::Retiring
         } else {
