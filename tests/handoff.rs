@@ -169,8 +169,10 @@ fn refused_or_answered_at_once(port: u16) -> Result<&'static str, String> {
     }
 }
 
-#[test]
-fn a_connection_made_during_a_graceful_stop_is_refused_at_once_while_a_stream_finishes() {
+/// Start a 1.5 s stream at `path`, send TERM 0.2 s in, and connect 0.3 s
+/// after that: the connection is refused or served at once, the stream
+/// completes, the master exits 0.
+fn stop_during_a_stream(stream_path: &str) {
     let mut server = Server::start(&["-w", "2", "--graceful-timeout", "20", "chaos"]);
     server.wait_for_workers(2);
     let port = server.port;
@@ -178,13 +180,12 @@ fn a_connection_made_during_a_graceful_stop_is_refused_at_once_while_a_stream_fi
     stream
         .send(&request(
             "GET",
-            "/detached?chunks=15&interval_ms=100",
+            stream_path,
             &[("Connection", "close")],
             b"",
         ))
         .expect("start the stream");
-    // The stream is under way: its head and first chunk are here. Read the
-    // rest in the background while the server stops.
+    // Read it in the background while the server stops.
     let reader = std::thread::spawn(move || stream.read_response());
     std::thread::sleep(Duration::from_millis(200));
 
@@ -210,4 +211,16 @@ fn a_connection_made_during_a_graceful_stop_is_refused_at_once_while_a_stream_fi
     );
     let status = server.wait_exit(EVENTUALLY).expect("the master exits");
     assert_eq!(status.code(), Some(0), "log:\n{}", server.log);
+}
+
+#[test]
+fn a_connection_made_during_a_graceful_stop_is_refused_at_once_while_a_detached_stream_finishes() {
+    stop_during_a_stream("/detached?chunks=15&interval_ms=100");
+}
+
+/// A stream the app writes itself keeps the worker's main thread inside the
+/// app until it ends: the worker's watcher thread lets go of the listeners.
+#[test]
+fn a_connection_made_during_a_graceful_stop_is_refused_at_once_while_a_worker_is_inside_a_stream() {
+    stop_during_a_stream("/stream?chunks=15&interval_ms=100");
 }

@@ -42,6 +42,10 @@ use crate::sys::fdpass::FdChannel;
 /// warm cache of the worker they were on).
 pub const HANDOFF_AFTER: Duration = Duration::from_millis(25);
 
+/// While a request runs past `HANDOFF_AFTER`, how often the watcher looks
+/// for a TERM, to let go of the listening sockets (see `release_listeners`).
+const TERM_CHECK: Duration = Duration::from_millis(50);
+
 /// The parking table and the watcher's wake-up, shared by the main thread
 /// and the watcher.
 pub struct Parking {
@@ -70,6 +74,20 @@ struct Shared {
     seat: Option<(Balance, usize)>,
     /// The watcher emptied the seat during the request in flight.
     is_seat_vacated: AtomicBool,
+    /// The worker's copies of the listening sockets, and its poller.
+    listeners: Vec<RawFd>,
+    registry: mio::Registry,
+    /// The watcher swapped the listeners for placeholders (TERM came during
+    /// a long request); the main thread must drain as soon as it is back.
+    is_listeners_released: AtomicBool,
+}
+
+/// What the main thread must do after a request.
+pub struct Ended {
+    /// The watcher emptied our balance seat: publish our count again.
+    pub republish: bool,
+    /// A TERM came and the watcher let go of the listeners: drain now.
+    pub drain: bool,
 }
 
 #[derive(Default)]
@@ -87,6 +105,8 @@ impl Parking {
     pub fn start(
         channel: Arc<FdChannel>,
         seat: Option<(Balance, usize)>,
+        listeners: Vec<RawFd>,
+        registry: mio::Registry,
     ) -> std::io::Result<Parking> {
         let shared = Arc::new(Shared {
             table: Mutex::new(Table::default()),
@@ -98,6 +118,9 @@ impl Parking {
             channel,
             seat,
             is_seat_vacated: AtomicBool::new(false),
+            listeners,
+            registry,
+            is_listeners_released: AtomicBool::new(false),
         });
         let watcher = Arc::clone(&shared);
         // Signals go to the main thread: its handlers act on the request
@@ -164,19 +187,20 @@ impl Parking {
         }
     }
 
-    /// The request in flight is over. True: it ran long and the watcher
-    /// emptied our balance seat; publish our count again.
-    pub fn request_ended(&self) -> bool {
-        self.shared.in_flight.store(0, Ordering::SeqCst);
-        // Paired with `step_aside`: either the watcher sees the request
-        // over and leaves the seat, or we see the flag and, by taking the
-        // lock, publish only after it emptied the seat.
-        if !self.shared.is_seat_vacated.load(Ordering::SeqCst) {
-            return false;
+    /// The request in flight is over.
+    pub fn request_ended(&self) -> Ended {
+        let s = &self.shared;
+        s.in_flight.store(0, Ordering::SeqCst);
+        // Paired with `step_aside` and `release_listeners`: either the
+        // watcher sees the request over and does nothing, or we see its
+        // flag and, by taking the lock, act only after it is done.
+        let republish = s.is_seat_vacated.load(Ordering::SeqCst);
+        let drain = s.is_listeners_released.load(Ordering::SeqCst);
+        if republish || drain {
+            let _t = s.lock();
+            s.is_seat_vacated.store(false, Ordering::SeqCst);
         }
-        let _t = self.shared.lock();
-        self.shared.is_seat_vacated.store(false, Ordering::SeqCst);
-        true
+        Ended { republish, drain }
     }
 
     /// The worker drains: keep what it holds (see `may_hand_off`).
@@ -207,8 +231,14 @@ impl Shared {
         let mut handled = 0;
         loop {
             let current = self.in_flight.load(Ordering::SeqCst);
-            if current == 0 || current == handled {
+            if current == 0 {
                 self.sleep_until_next_request(handled);
+                continue;
+            }
+            if current == handled {
+                // A long request goes on: watch for a TERM meanwhile.
+                std::thread::sleep(TERM_CHECK);
+                self.release_listeners(current);
                 continue;
             }
             std::thread::sleep(HANDOFF_AFTER);
@@ -219,6 +249,7 @@ impl Shared {
                 handled = current;
                 continue;
             }
+            self.release_listeners(current);
             self.step_aside(current);
             match self.hand_off_parked() {
                 Pass::Done => handled = current,
@@ -237,6 +268,38 @@ impl Shared {
         if self.in_flight.load(Ordering::SeqCst) == current {
             balance.vacate(*seat);
         }
+    }
+
+    /// A TERM came while request `current` runs on: let go of our copies
+    /// of the listening sockets now, not when the request ends, so that new
+    /// connections are refused (or queue for the next server) instead of
+    /// waiting in a queue this worker will never accept from. The main
+    /// thread uses the listeners only between requests, and drains as soon
+    /// as it is back (`request_ended`), before it could accept again.
+    fn release_listeners(&self, current: u64) {
+        if !crate::sys::drain::term_seen()
+            || !self.may_hand_off.load(Ordering::Relaxed)
+            || self.is_listeners_released.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let _t = self.lock();
+        self.is_listeners_released.store(true, Ordering::SeqCst);
+        if self.in_flight.load(Ordering::SeqCst) != current {
+            return; // the main thread is back and drains by itself
+        }
+        for &fd in &self.listeners {
+            // Out of our epoll set first: the socket lives on in other
+            // processes, so replacing our descriptor would not remove it.
+            let _ = self.registry.deregister(&mut mio::unix::SourceFd(&fd));
+            if let Err(e) = crate::sys::drain::replace_with_placeholder(fd) {
+                log::warn!("cannot close a listening socket while draining: {e}");
+            }
+        }
+        log::debug!(
+            "worker {} closed its listening sockets during a long request (TERM)",
+            std::process::id()
+        );
     }
 
     fn sleep_until_next_request(&self, handled: u64) {

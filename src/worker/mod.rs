@@ -221,6 +221,8 @@ impl<'a> Worker<'a> {
         signals::set_default(MASTER_SIGNALS).map_err(|e| fail("resetting signals", e))?;
         let signals = SignalPipe::install(&[Sig::SIGTERM, Sig::SIGUSR1])
             .map_err(|e| fail("signal pipe", e))?;
+        // TERM also noted where the hand-off watcher sees it during a long request.
+        crate::sys::drain::note_term(&signals).map_err(|e| fail("signals", e))?;
         signals::exit_on(&[Sig::SIGINT, Sig::SIGQUIT]).map_err(|e| fail("signals", e))?;
         signals::install_timeout_handler().map_err(|e| fail("signals", e))?;
         signals::ignore(&[
@@ -267,8 +269,18 @@ impl<'a> Worker<'a> {
             )
             .map_err(|e| fail("registering the hand-off channel", e))?;
         let seat = spec.seat.map(|seat| (spec.balance.clone(), seat));
-        let parking = Parking::start(std::sync::Arc::clone(spec.balance.handoff()), seat)
-            .map_err(|e| fail("starting the hand-off watcher thread", e))?;
+        let registry = poll
+            .registry()
+            .try_clone()
+            .map_err(|e| fail("cloning the poller for the hand-off watcher", e))?;
+        let listener_fds = spec.listeners.iter().map(Listener::fd).collect();
+        let parking = Parking::start(
+            std::sync::Arc::clone(spec.balance.handoff()),
+            seat,
+            listener_fds,
+            registry,
+        )
+        .map_err(|e| fail("starting the hand-off watcher thread", e))?;
         let waker =
             mio::Waker::new(poll.registry(), WAKER_TOKEN).map_err(|e| fail("stream waker", e))?;
         crate::stream::set_waker(std::sync::Arc::new(waker));
@@ -859,8 +871,14 @@ impl<'a> Worker<'a> {
             exchange::serve(conn, head, app.as_mut(), ctx)
         });
         self.app = app;
-        if self.parking.request_ended() {
+        let ended = self.parking.request_ended();
+        if ended.republish {
             self.publish_held();
+        }
+        if ended.drain {
+            // A TERM came during the request and the listeners are gone
+            // already; its byte in the signal pipe finds us draining.
+            self.start_draining("TERM");
         }
         let next = if last {
             WorkerState::Retiring
