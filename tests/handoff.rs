@@ -65,6 +65,7 @@ fn requests_on_a_busy_workers_idle_connections_are_answered_by_a_free_worker() {
             .read_response()
             .unwrap_or_else(|e| panic!("connection {i}: no answer: {e}"));
         let took = sent.elapsed();
+        eprintln!("connection {i}: answered in {took:?}");
         assert_eq!(
             response.status,
             200,
