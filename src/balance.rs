@@ -12,14 +12,22 @@
 //!
 //! The table is advice, never a lock: a worker that defers waits at most
 //! `DEFER_FOR` for a sibling to take the connection and then takes it itself,
-//! so a sibling that is stuck in a long request, stopped, or dead costs one
-//! short delay, not a stall.
+//! so a sibling that is stopped or wedged costs a few short delays, not a
+//! stall. A sibling busy in a long request leaves the table until it is
+//! done, and a dead one is removed by the master.
+//!
+//! Beside the table sits the hand-off channel: a unix socket pair every
+//! worker inherits, through which a worker busy with a long request passes
+//! its idle keep-alive connections (`worker/handoff.rs`) for whichever
+//! worker is free first to take, as it would take a new connection from a
+//! listener.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use crate::sys::fdpass::FdChannel;
 use crate::sys::shm::{SharedCell, SharedSafe};
 
 /// Workers that take part; any beyond this accept as if alone.
@@ -57,18 +65,35 @@ pub struct Table {
 // SAFETY: only atomics, valid when all-zero, no pointers or Drop.
 unsafe impl SharedSafe for Table {}
 
-/// The table, mapped in the master and inherited by every worker.
+/// The table and the hand-off channel, made by the master before it forks
+/// and inherited by every worker. The master itself never reads or writes
+/// either; its copy of the channel keeps connections in it alive while no
+/// worker is there to take them (between a worker's death and its
+/// replacement).
 #[derive(Clone)]
 pub struct Balance {
     table: Arc<SharedCell<Table>>,
+    handoff: Arc<FdChannel>,
 }
 
 impl Balance {
-    /// Create an empty table in a fresh file under `dir` (the worker tmp dir).
+    /// Create an empty table in a fresh file under `dir` (the worker tmp
+    /// dir), and the hand-off channel.
     pub fn create_in(dir: &Path) -> std::io::Result<Balance> {
         Ok(Balance {
             table: Arc::new(SharedCell::create_in(dir)?),
+            handoff: Arc::new(FdChannel::new().map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot create the connection hand-off channel: {e}"),
+                )
+            })?),
         })
+    }
+
+    /// The channel idle connections are handed between workers through.
+    pub fn handoff(&self) -> &Arc<FdChannel> {
+        &self.handoff
     }
 
     /// The master: the lowest seat not in `taken`, for a worker about to be

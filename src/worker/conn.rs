@@ -75,6 +75,9 @@ pub struct Conn {
     /// already in hand when it is accepted (TCP_DEFER_ACCEPT) is often
     /// answered and closed before it ever needs to be.
     pub is_registered: bool,
+    /// On the hand-off table (`handoff.rs`): idle, and the watcher thread
+    /// may give it to another worker. Unpark before touching the socket.
+    pub is_parked: bool,
 }
 
 impl Conn {
@@ -95,6 +98,7 @@ impl Conn {
             out: Vec::new(),
             wants_write: false,
             is_registered: false,
+            is_parked: false,
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod conn;
 mod exchange;
+mod handoff;
 mod streams;
 
 use std::collections::VecDeque;
@@ -19,6 +20,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use self::conn::{Conn, Phase};
 use self::exchange::{After, Clock, Context};
+use self::handoff::Parking;
 use crate::access_log;
 use crate::app::App;
 use crate::balance::{self, Balance};
@@ -80,8 +82,14 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// How long a closing connection keeps discarding input before we close it.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// After a sibling we deferred to let a connection wait out the whole
-/// `DEFER_FOR`, accept as if alone for this long.
+/// After siblings we deferred to let a connection wait out the whole
+/// `DEFER_FOR` this many times in a row, accept as if alone for
+/// `BALANCE_BACKOFF`. One miss is not enough: on a loaded machine a sibling
+/// can go unscheduled for 20 ms, and backing off then let one worker take a
+/// whole burst (13 of 16 connections). A sibling busy in a long request
+/// leaves the table by itself (`handoff.rs`), so what is left for this is a
+/// stopped or wedged sibling, which costs three short delays a second.
+const MISSES_BEFORE_BACKOFF: u32 = 3;
 const BALANCE_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What `defer_to_sibling` decided about the connection waiting now.
@@ -100,6 +108,8 @@ const HEAD_RECHECK_BYTES: usize = 4096;
 const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
 /// Producer threads of detached streams wake the loop through this.
 const WAKER_TOKEN: Token = Token(usize::MAX - 2);
+/// The hand-off channel: idle connections another worker let go.
+const HANDOFF_TOKEN: Token = Token(usize::MAX - 3);
 /// Tokens below this are listeners; connections start here.
 const FIRST_CONN: usize = 1 << 20;
 
@@ -173,12 +183,19 @@ struct Worker<'a> {
     /// Leaving waiting connections to a sibling holding fewer until then.
     defer_until: Option<Instant>,
     /// A sibling we deferred to did not take the connection in time (it is
-    /// busy, stopped or gone): accept as if alone until then.
+    /// busy, stopped or gone), `MISSES_BEFORE_BACKOFF` times in a row:
+    /// accept as if alone until then.
     balance_off_until: Option<Instant>,
+    /// Deferrals in a row that the sibling let time out.
+    sibling_misses: u32,
     /// Connections with buffered bytes or news to look at, in arrival order.
     ready: VecDeque<usize>,
     /// Connections pumping a detached stream.
     streaming: Vec<usize>,
+    /// Idle connections the watcher thread may hand to a free worker.
+    parking: Parking,
+    /// The hand-off channel reported readiness and may hold connections.
+    is_handoff_ready: bool,
     /// An accept failed (out of descriptors): try again at this instant.
     accept_retry_at: Option<Instant>,
     /// Accepting fails since the last success (logged once).
@@ -204,6 +221,8 @@ impl<'a> Worker<'a> {
         signals::set_default(MASTER_SIGNALS).map_err(|e| fail("resetting signals", e))?;
         let signals = SignalPipe::install(&[Sig::SIGTERM, Sig::SIGUSR1])
             .map_err(|e| fail("signal pipe", e))?;
+        // TERM also noted where the hand-off watcher sees it during a long request.
+        crate::sys::drain::note_term(&signals).map_err(|e| fail("signals", e))?;
         signals::exit_on(&[Sig::SIGINT, Sig::SIGQUIT]).map_err(|e| fail("signals", e))?;
         signals::install_timeout_handler().map_err(|e| fail("signals", e))?;
         signals::ignore(&[
@@ -242,6 +261,26 @@ impl<'a> Worker<'a> {
                 Interest::READABLE,
             )
             .map_err(|e| fail("registering the signal pipe", e))?;
+        poll.registry()
+            .register(
+                &mut SourceFd(&spec.balance.handoff().rx_fd()),
+                HANDOFF_TOKEN,
+                Interest::READABLE,
+            )
+            .map_err(|e| fail("registering the hand-off channel", e))?;
+        let seat = spec.seat.map(|seat| (spec.balance.clone(), seat));
+        let registry = poll
+            .registry()
+            .try_clone()
+            .map_err(|e| fail("cloning the poller for the hand-off watcher", e))?;
+        let listener_fds = spec.listeners.iter().map(Listener::fd).collect();
+        let parking = Parking::start(
+            std::sync::Arc::clone(spec.balance.handoff()),
+            seat,
+            listener_fds,
+            registry,
+        )
+        .map_err(|e| fail("starting the hand-off watcher thread", e))?;
         let waker =
             mio::Waker::new(poll.registry(), WAKER_TOKEN).map_err(|e| fail("stream waker", e))?;
         crate::stream::set_waker(std::sync::Arc::new(waker));
@@ -266,8 +305,12 @@ impl<'a> Worker<'a> {
             lingering: 0,
             defer_until: None,
             balance_off_until: None,
+            sibling_misses: 0,
             ready: VecDeque::new(),
             streaming: Vec::new(),
+            parking,
+            // Connections may wait there from before we were forked.
+            is_handoff_ready: true,
             accept_retry_at: None,
             is_accept_failing: false,
             lifecycle: Lifecycle::Serving,
@@ -292,7 +335,11 @@ impl<'a> Worker<'a> {
     fn serve(&mut self) {
         let mut events = Events::with_capacity(256);
         loop {
-            if self.lifecycle == Lifecycle::Draining && self.open == 0 {
+            // Before leaving, take what siblings handed off: it might be
+            // our own, handed off during our last request, and a
+            // connection left in the channel when every worker is gone is
+            // closed unanswered.
+            if self.lifecycle == Lifecycle::Draining && self.open == 0 && !self.take_handed_off() {
                 break;
             }
             let timeout = self.poll_timeout();
@@ -311,6 +358,7 @@ impl<'a> Worker<'a> {
                 match event.token() {
                     SIGNAL_TOKEN => self.handle_signals(),
                     WAKER_TOKEN => {}
+                    HANDOFF_TOKEN => self.is_handoff_ready = true,
                     Token(i) if i < FIRST_CONN => {
                         if let Some(flag) = self.acceptable.get_mut(i) {
                             *flag = true;
@@ -330,9 +378,11 @@ impl<'a> Worker<'a> {
                 self.accept_retry_at = None;
                 self.acceptable.iter_mut().for_each(|a| *a = true);
             }
-            let accepted = self.accept_one();
+            self.forget_handed_off();
+            let accepted = self.accept_one() || self.take_one_handed_off();
             let served_before = self.served;
             self.process_ready();
+            self.forget_handed_off();
             if self.served != served_before && !accepted {
                 // Let the other tasks that want this CPU go first. A worker
                 // whose clients always have a request waiting would hold the
@@ -362,6 +412,9 @@ impl<'a> Worker<'a> {
             && self.may_accept()
             && self.acceptable.iter().any(|&a| a);
         if wants_accept && self.defer_until.is_none_or(|t| now >= t) {
+            return Duration::ZERO;
+        }
+        if self.lifecycle == Lifecycle::Serving && self.may_accept() && self.is_handoff_ready {
             return Duration::ZERO;
         }
         let next_deadline = self
@@ -397,9 +450,21 @@ impl<'a> Worker<'a> {
         if let Some(seat) = self.spec.seat {
             self.spec.balance.vacate(seat);
         }
+        self.parking.stop_handing_off();
+        // Close our copies of the listening sockets, not just stop watching
+        // them: while any process holds one, the kernel keeps completing
+        // handshakes into its queue, and a client would wait there for
+        // nobody. Once the master and every draining worker have closed
+        // theirs, new connections are refused at once; on a reload (HUP,
+        // USR2) the new workers or the new master still hold them, and
+        // connections queue for those. (Closing ours is right with systemd
+        // socket activation too: systemd keeps its own.) Nothing reads
+        // `spec.listeners` again: accepting needs `Lifecycle::Serving`.
         for l in self.spec.listeners {
             let _ = self.poll.registry().deregister(&mut SourceFd(&l.fd()));
         }
+        let fds: Vec<RawFd> = self.spec.listeners.iter().map(Listener::fd).collect();
+        process::close_inherited(&fds);
         // Connections waiting for a first request get one more chance to send
         // it (answered with Connection: close), bounded by their current
         // deadline; this avoids resetting a request already on the wire.
@@ -436,16 +501,27 @@ impl<'a> Worker<'a> {
                     self.is_accept_failing = false;
                     if waited_for_sibling {
                         // Nobody took it while we waited: the sibling is
-                        // busy or stuck, and waiting on it again would only
-                        // delay every new connection.
-                        self.balance_off_until = Some(now + BALANCE_BACKOFF);
+                        // stuck, or was not scheduled in time. If it keeps
+                        // happening, waiting on it would only delay every
+                        // new connection.
+                        self.sibling_misses += 1;
+                        if self.sibling_misses >= MISSES_BEFORE_BACKOFF {
+                            self.sibling_misses = 0;
+                            self.balance_off_until = Some(now + BALANCE_BACKOFF);
+                        }
                     }
                     let deadline = now + self.spec.config.header_timeout;
                     let conn = Conn::new(socket, addr.as_socket(), deadline);
                     self.add_conn(conn);
                     return true;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.acceptable[i] = false,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if waited_for_sibling {
+                        // A sibling took it while we waited: it is alive.
+                        self.sibling_misses = 0;
+                    }
+                    self.acceptable[i] = false
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
                 Err(e) => {
@@ -551,6 +627,11 @@ impl<'a> Worker<'a> {
 
     fn close(&mut self, k: usize) {
         if let Some(mut conn) = self.conns.get_mut(k).and_then(Option::take) {
+            if conn.is_parked && !self.parking.unpark(k) && conn.is_registered {
+                // Handed off meanwhile: closing our copy would not take the
+                // socket, alive elsewhere, out of our epoll set.
+                let _ = self.poll.registry().deregister(&mut SourceFd(&conn.fd()));
+            }
             // No epoll_ctl(DEL): closing the socket (when `conn` drops, below)
             // removes it from the epoll set, one syscall fewer per
             // connection. Should a forked child of the app still hold a
@@ -586,9 +667,120 @@ impl<'a> Worker<'a> {
     }
 
     fn process(&mut self, k: usize) {
+        if !self.reclaim(k) {
+            return;
+        }
         self.read_and_serve(k);
         // Whatever is still open now waits for the client.
         self.watch(k);
+        self.park_if_idle(k);
+    }
+
+    /// Take connection `k` off the hand-off table before reading from it.
+    /// False: the watcher gave it to another worker; it is forgotten here.
+    fn reclaim(&mut self, k: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) else {
+            return true;
+        };
+        if !conn.is_parked {
+            return true;
+        }
+        conn.is_parked = false;
+        if self.parking.unpark(k) {
+            return true;
+        }
+        self.forget(k);
+        false
+    }
+
+    /// Put connection `k` on the hand-off table if it is idle with nothing
+    /// of it in our memory (no buffered input, no pending output).
+    fn park_if_idle(&mut self, k: usize) {
+        if self.lifecycle != Lifecycle::Serving {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) else {
+            return;
+        };
+        if conn.is_parked
+            || conn.phase != Phase::Idle
+            || !conn.is_registered
+            || conn.read_eof
+            || !conn.buf.is_empty()
+            || !conn.out.is_empty()
+            || conn.stream.is_some()
+        {
+            return;
+        }
+        self.parking.park(k, conn.fd());
+        conn.is_parked = true;
+    }
+
+    /// Drop our copies of the connections the watcher handed off.
+    fn forget_handed_off(&mut self) {
+        for k in self.parking.take_handed_off() {
+            if self
+                .conns
+                .get(k)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.is_parked)
+            {
+                self.forget(k);
+            }
+        }
+    }
+
+    /// Forget connection `k`, now served by another worker: out of our
+    /// epoll set, and a plain close of our descriptor (a shutdown would end
+    /// the connection for its new owner too).
+    fn forget(&mut self, k: usize) {
+        if let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) {
+            conn.is_parked = false;
+            if conn.is_registered {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&conn.fd()));
+            }
+        }
+        self.close(k);
+    }
+
+    /// While serving: take one connection a sibling handed off, if any and
+    /// if we have room (one per turn, as with accepting).
+    fn take_one_handed_off(&mut self) -> bool {
+        if self.lifecycle != Lifecycle::Serving || !self.may_accept() || !self.is_handoff_ready {
+            return false;
+        }
+        self.take_handed_off()
+    }
+
+    /// Take one handed-off connection from the channel and serve it like a
+    /// freshly accepted one. Returns whether there was one.
+    fn take_handed_off(&mut self) -> bool {
+        match self.spec.balance.handoff().receive() {
+            Ok(fd) => {
+                let socket = socket2::Socket::from(fd);
+                let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
+                // It was idle where it came from: idle here too, with a
+                // fresh keep-alive allowance.
+                let idle = self
+                    .spec
+                    .config
+                    .keep_alive
+                    .unwrap_or(self.spec.config.header_timeout);
+                self.add_conn(Conn::new(socket, peer, Instant::now() + idle));
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.is_handoff_ready = false;
+                false
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
+            Err(e) => {
+                // A connection lost in passing (we were out of
+                // descriptors): the others may still come through.
+                log::warn!("cannot take a connection handed off by another worker: {e}");
+                e.kind() == std::io::ErrorKind::Other
+            }
+        }
     }
 
     fn read_and_serve(&mut self, k: usize) {
@@ -670,6 +862,7 @@ impl<'a> Worker<'a> {
             self.spec.slot.set_state(WorkerState::Retiring);
             self.notify_master();
         }
+        self.parking.request_started();
         let mut app = std::mem::replace(
             &mut self.app,
             Box::new(|_: crate::app::Request<'_>| crate::app::respond(503, "text/plain", ())),
@@ -678,6 +871,15 @@ impl<'a> Worker<'a> {
             exchange::serve(conn, head, app.as_mut(), ctx)
         });
         self.app = app;
+        let ended = self.parking.request_ended();
+        if ended.republish {
+            self.publish_held();
+        }
+        if ended.drain {
+            // A TERM came during the request and the listeners are gone
+            // already; its byte in the signal pipe finds us draining.
+            self.start_draining("TERM");
+        }
         let next = if last {
             WorkerState::Retiring
         } else {

@@ -137,6 +137,7 @@ impl Worker<'_> {
                 After::Close
             },
         );
+        self.park_if_idle(k);
     }
 
     /// Count and log a stream that ended (run to its end or cut off).
