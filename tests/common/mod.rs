@@ -16,7 +16,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,7 +64,12 @@ pub fn fresh_dir() -> PathBuf {
 
 /// Lines a pipe produced so far, filled by a reader thread.
 #[derive(Clone, Default)]
-pub struct Lines(Arc<Mutex<Vec<String>>>);
+pub struct Lines {
+    lines: Arc<Mutex<Vec<String>>>,
+    /// The pipe reached its end (every process holding it has gone): no
+    /// more lines will come.
+    ended: Arc<AtomicBool>,
+}
 
 impl Lines {
     pub fn collect_from(pipe: impl Read + Send + 'static) -> Lines {
@@ -73,14 +78,20 @@ impl Lines {
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
-                sink.0.lock().expect("lines lock").push(line);
+                sink.lines.lock().expect("lines lock").push(line);
             }
+            sink.ended.store(true, Ordering::SeqCst);
         });
         lines
     }
 
     pub fn snapshot(&self) -> Vec<String> {
-        self.0.lock().expect("lines lock").clone()
+        self.lines.lock().expect("lines lock").clone()
+    }
+
+    /// Whether the pipe has ended, so `snapshot` is all there will be.
+    pub fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
     }
 
     pub fn contains(&self, needle: &str) -> bool {
@@ -350,14 +361,9 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> Finished {
         }
         std::thread::sleep(POLL_INTERVAL);
     };
-    // The pipes close when the process (and any child holding them) is gone;
-    // give the reader threads a moment to take the last lines.
-    let settled = || {
-        let (a, b) = (stderr.snapshot().len(), stdout.snapshot().len());
-        std::thread::sleep(Duration::from_millis(50));
-        (a, b) == (stderr.snapshot().len(), stdout.snapshot().len())
-    };
-    wait_until(Duration::from_secs(2), settled);
+    // The pipes end when the process (and any child holding them) is gone;
+    // wait for the reader threads to take the last lines.
+    wait_until(EVENTUALLY, || stderr.has_ended() && stdout.has_ended());
     Finished {
         status,
         stdout: stdout.snapshot(),
@@ -856,7 +862,7 @@ pub fn rss_kib(pid: i32) -> Option<u64> {
 impl Lines {
     /// How many lines so far satisfy `pred` (without copying them).
     pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
-        self.0
+        self.lines
             .lock()
             .expect("lines lock")
             .iter()
