@@ -100,21 +100,10 @@ fn exchange(
             ctx,
         );
     }
-    // The access log needs the request's fields after the app has consumed
-    // the request; copy them only when there is an access log.
-    let access_headers = if ctx.access_format.is_some() {
-        head.headers.clone()
-    } else {
-        Vec::new()
-    };
+    let (access_headers, log_time) = access_log_fields(&head, ctx);
     let request = match build_request(&mut head, conn.peer) {
         Ok(r) => r,
         Err(reason) => return reject(conn, 400, &reason, ctx),
-    };
-    let log_time = if ctx.access_format.is_some() {
-        ctx.clock.log_time().to_owned()
-    } else {
-        String::new()
     };
     let answer = match call_app(conn, &head, request, app, ctx) {
         Ok(answer) => answer,
@@ -177,6 +166,20 @@ fn exchange(
             start_stream(conn, rx, plan, completion, ctx)
         }
         body => send(conn, body, plan, completion, ctx),
+    }
+}
+
+/// The request's fields and the time for the access log line, which is
+/// written after the app has consumed the request; copied only when there
+/// is an access log (empty otherwise).
+fn access_log_fields(
+    head: &RequestHead,
+    ctx: &mut Context<'_>,
+) -> (Vec<(String, Vec<u8>)>, String) {
+    if ctx.access_format.is_some() {
+        (head.headers.clone(), ctx.clock.log_time().to_owned())
+    } else {
+        (Vec::new(), String::new())
     }
 }
 
