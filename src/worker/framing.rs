@@ -125,6 +125,22 @@ mod tests {
     }
 
     #[test]
+    fn what_the_app_gave_has_a_known_length_only_when_it_says_so() {
+        use crate::app::ResponseBody;
+        let of = BodyLength::of;
+        assert_eq!(of(&ResponseBody::Empty), BodyLength::Known(0));
+        assert_eq!(of(&ResponseBody::from("hello")), BodyLength::Known(5));
+        let reader = |len| ResponseBody::Reader {
+            reader: Box::new(std::io::empty()),
+            len,
+        };
+        assert_eq!(of(&reader(Some(7))), BodyLength::Known(7));
+        assert_eq!(of(&reader(None)), BodyLength::Unknown);
+        assert_eq!(of(&ResponseBody::stream(|_| Ok(()))), BodyLength::Unknown);
+        assert_eq!(of(&ResponseBody::channel().1), BodyLength::Unknown);
+    }
+
+    #[test]
     fn a_known_length_is_a_content_length_on_both_versions() {
         for v in [Http10, Http11] {
             for method in ["GET", "POST", "CONNECT"] {
