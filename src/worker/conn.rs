@@ -16,6 +16,9 @@ use socket2::Socket;
 
 use crate::heartbeat::Slot;
 
+/// How long a client may pause while sending a body or reading a response.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -65,7 +68,7 @@ pub struct Conn {
     /// stream even after a short read.
     pub peer_closed: bool,
     /// The detached stream being pumped, in Phase::Streaming.
-    pub stream: Option<Box<super::exchange::Streaming>>,
+    pub stream: Option<Box<super::completion::Streaming>>,
     /// Stream bytes not yet written (the client reads slower than the
     /// producer writes).
     pub out: Vec<u8>,
@@ -303,12 +306,9 @@ fn wait_for(
     beat_every: Duration,
 ) -> io::Result<()> {
     loop {
-        let now = Instant::now();
-        if now >= deadline {
+        let Some(ms) = poll_millis(Instant::now(), deadline, beat_every) else {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "client too slow"));
-        }
-        let wait = (deadline - now).min(beat_every);
-        let ms = u16::try_from(wait.as_millis().max(1)).unwrap_or(u16::MAX);
+        };
         let mut fds = [PollFd::new(fd, flags)];
         match poll(&mut fds, PollTimeout::from(ms)) {
             Ok(0) => slot.beat(),
@@ -319,5 +319,65 @@ fn wait_for(
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// How long one poll(2) in `wait_for` may sleep: until the deadline, but no
+/// longer than a heartbeat period, and at least 1 ms (0 would not sleep at
+/// all). None once the deadline has passed.
+fn poll_millis(now: Instant, deadline: Instant, beat_every: Duration) -> Option<u16> {
+    if now >= deadline {
+        return None;
+    }
+    let wait = (deadline - now).min(beat_every);
+    Some(u16::try_from(wait.as_millis().max(1)).unwrap_or(u16::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::poll_millis;
+
+    #[test]
+    fn a_passed_deadline_stops_the_wait() {
+        let now = Instant::now();
+        assert_eq!(poll_millis(now, now, Duration::from_secs(1)), None);
+        let earlier = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        assert_eq!(poll_millis(now, earlier, Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn a_far_deadline_waits_one_heartbeat_at_a_time() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(30);
+        assert_eq!(
+            poll_millis(now, deadline, Duration::from_millis(250)),
+            Some(250)
+        );
+    }
+
+    #[test]
+    fn a_near_deadline_waits_only_until_it() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_millis(40);
+        assert_eq!(poll_millis(now, deadline, Duration::from_secs(1)), Some(40));
+    }
+
+    #[test]
+    fn less_than_a_millisecond_left_still_sleeps_one() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_micros(300);
+        assert_eq!(poll_millis(now, deadline, Duration::from_secs(1)), Some(1));
+    }
+
+    #[test]
+    fn a_long_heartbeat_period_is_capped_at_what_poll_takes() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(3600);
+        assert_eq!(
+            poll_millis(now, deadline, Duration::from_secs(600)),
+            Some(u16::MAX)
+        );
     }
 }

@@ -1,27 +1,25 @@
-//! One request and its response on a connection: build the `http::Request`,
-//! call the app, write the response, log it.
+//! One request and its response on a connection, in three steps: call the
+//! app (`call_app`: the request body is read from the connection as the app
+//! asks, a panic becomes a 500), choose how the response is framed
+//! (`framing::choose`, pure), and write it out (`write_out`), or hand a
+//! detached stream to the worker's loop. Then count and log it.
 
-use std::io::{self, Read};
 use std::panic::AssertUnwindSafe;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::conn::Conn;
+use super::body_reader::BodyReader;
+use super::clock::Clock;
+use super::completion::{Completion, Streaming};
+use super::conn::{CLIENT_IDLE_TIMEOUT, Conn};
+use super::framing::{self, BodyLength, Plan};
+use super::write_out::write_response;
 use crate::access_log;
-use crate::app::{App, Body, BodySource, PeerAddr, RawHeaders, RawTarget, ResponseBody};
+use crate::app::{App, Body, PeerAddr, RawHeaders, RawTarget, Response, ResponseBody};
 use crate::heartbeat::Slot;
-use crate::http::response::{error_response, http_date, write_chunk, write_head, write_last_chunk};
-use crate::http::{
-    BodyError, ChunkedDecoder, Framing, Limits, RequestHead, ResponseFraming, Version,
-};
-
-/// How long a client may pause while sending a body or reading a response.
-pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Body bytes we read and throw away after the app left them unread, so the
-/// connection can be kept; past this we close instead.
-const DRAIN_LIMIT: u64 = 64 * 1024;
+use crate::http::response::{error_response, write_head};
+use crate::http::{Framing, Limits, RequestHead, Version};
 
 /// What the connection should do after the exchange.
 pub enum After {
@@ -33,70 +31,6 @@ pub enum After {
     /// The head is sent; a detached stream's chunks follow from the
     /// worker's event loop.
     Stream(Box<Streaming>),
-}
-
-/// A detached stream the worker's loop is pumping to a client.
-pub struct Streaming {
-    pub rx: crate::stream::StreamReceiver,
-    /// Chunked framing (HTTP/1.1), else the body ends at close.
-    pub chunked: bool,
-    /// Keep the connection for another request after the stream ends.
-    pub keep_alive: bool,
-    pub sent: u64,
-    pub completion: Completion,
-}
-
-/// What is logged and counted when a response is complete.
-pub struct Completion {
-    peer: Option<std::net::SocketAddr>,
-    method: String,
-    target: String,
-    version: Version,
-    request_headers: Vec<(String, Vec<u8>)>,
-    status: u16,
-    response_headers: HeaderMap,
-    started: Instant,
-    log_time: String,
-}
-
-impl Completion {
-    /// Count the response in the slot, warn if it was slow, and write the
-    /// access log line.
-    pub fn finish(
-        self,
-        body_bytes: u64,
-        slot: &Slot,
-        access_format: Option<&access_log::Format>,
-        slow_request_threshold: Option<Duration>,
-    ) {
-        let duration = self.started.elapsed();
-        slot.record_response(self.status, duration);
-        if slow_request_threshold.is_some_and(|t| duration > t) {
-            log::warn!(
-                "Slow request: {} {} peer={} status={} took {:.2}s",
-                self.method,
-                self.target,
-                self.peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
-                self.status,
-                duration.as_secs_f64()
-            );
-        }
-        if let Some(format) = access_format {
-            let line = format.render(&access_log::Record {
-                peer: self.peer.as_ref(),
-                method: &self.method,
-                target: &self.target,
-                version: self.version.as_str(),
-                request_headers: &self.request_headers,
-                status: self.status,
-                response_headers: &self.response_headers,
-                body_bytes,
-                duration,
-                time: &self.log_time,
-            });
-            crate::logging::access(&line);
-        }
-    }
 }
 
 /// What the worker lends an exchange.
@@ -116,35 +50,6 @@ pub struct Context<'a> {
     pub clock: &'a mut Clock,
     /// Reused output buffer.
     pub out: &'a mut Vec<u8>,
-}
-
-/// Date strings, formatted at most once a second.
-#[derive(Default)]
-pub struct Clock {
-    second: u64,
-    http_date: String,
-    log_time: String,
-}
-
-impl Clock {
-    fn refresh(&mut self) {
-        let now = SystemTime::now();
-        let second = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if second != self.second || self.http_date.is_empty() {
-            self.second = second;
-            self.http_date = http_date(now);
-            self.log_time.clear();
-        }
-    }
-
-    fn log_time(&mut self) -> &str {
-        if self.log_time.is_empty() {
-            self.log_time = crate::sys::clock::local_time("[%d/%b/%Y:%H:%M:%S %z]");
-        }
-        &self.log_time
-    }
 }
 
 /// Answer a request whose head could not be parsed, then close.
@@ -195,26 +100,111 @@ fn exchange(
             ctx,
         );
     }
-    // The access log needs the request's fields after the app has consumed
-    // the request; copy them only when there is an access log.
-    let access_headers = if ctx.access_format.is_some() {
-        head.headers.clone()
-    } else {
-        Vec::new()
-    };
+    let (access_headers, log_time) = access_log_fields(&head, ctx);
     let request = match build_request(&mut head, conn.peer) {
         Ok(r) => r,
         Err(reason) => return reject(conn, 400, &reason, ctx),
     };
-    let log_time = if ctx.access_format.is_some() {
-        ctx.clock.log_time().to_owned()
-    } else {
-        String::new()
+    let answer = match call_app(conn, &head, request, app, ctx) {
+        Ok(answer) => answer,
+        Err((status, reason)) => return reject(conn, status, &reason, ctx),
     };
-    let is_head = head.method == "HEAD";
+    let (parts, body) = answer.response.into_parts();
+    if matches!(body, ResponseBody::Channel(_)) && !ctx.may_open_stream {
+        drop(body);
+        return reject(
+            conn,
+            503,
+            "this worker has too many open streams; try again",
+            ctx,
+        );
+    }
+    let may_keep_alive = ctx.may_keep_alive
+        && head.keep_alive
+        && answer.is_body_consumed
+        && !asks_to_close(&parts.headers);
+    let plan = framing::choose(
+        &head.method,
+        parts.status,
+        head.version,
+        BodyLength::of(&body),
+        may_keep_alive,
+    );
+    ctx.out.clear();
+    if let Err(e) = write_head(
+        ctx.out,
+        head.version,
+        parts.status,
+        &parts.headers,
+        plan.framing,
+        plan.keep_alive,
+        ctx.clock.http_date(),
+    ) {
+        log::error!(
+            "app response to {} {} has an invalid header, answered 500 instead: {e:?}",
+            head.method,
+            head.target
+        );
+        return reject(conn, 500, "internal server error", ctx);
+    }
+    // From here a timeout can no longer prepend its 504 (an interim
+    // `100 Continue` does not count: a final response may still follow it).
+    crate::sys::signals::mark_response_started();
+    let completion = Completion {
+        peer: conn.peer,
+        method: head.method,
+        target: head.target,
+        version: head.version,
+        request_headers: access_headers,
+        status: parts.status.as_u16(),
+        response_headers: parts.headers,
+        started,
+        log_time,
+    };
+    match body {
+        ResponseBody::Channel(rx) if plan.sends_body => {
+            start_stream(conn, rx, plan, completion, ctx)
+        }
+        body => send(conn, body, plan, completion, ctx),
+    }
+}
+
+/// The request's fields and the time for the access log line, which is
+/// written after the app has consumed the request; copied only when there
+/// is an access log (empty otherwise).
+fn access_log_fields(
+    head: &RequestHead,
+    ctx: &mut Context<'_>,
+) -> (Vec<(String, Vec<u8>)>, String) {
+    if ctx.access_format.is_some() {
+        (head.headers.clone(), ctx.clock.log_time().to_owned())
+    } else {
+        (Vec::new(), String::new())
+    }
+}
+
+/// What the app made of a request.
+struct Answer {
+    response: Response,
+    /// The request body was read (by the app, or skipped after it) to its
+    /// end, so the connection is in step for another request.
+    is_body_consumed: bool,
+}
+
+/// Call the app with the request, its body read from the connection as the
+/// app asks. A panic in the app is one error line naming the request, and a
+/// 500. Err is a status and reason that replace the app's response: the
+/// request body broke its framing or a limit, or the client stopped sending.
+fn call_app(
+    conn: &mut Conn,
+    head: &RequestHead,
+    request: http::Request<()>,
+    app: &mut dyn App,
+    ctx: &Context<'_>,
+) -> Result<Answer, (u16, String)> {
     let mut body = BodyReader::new(
         conn,
-        &head,
+        head,
         ctx.slot,
         ctx.limits,
         ctx.limit_request_body,
@@ -231,88 +221,33 @@ fn exchange(
             }
         }
     };
-    if let Some((status, reason)) = body.error.take() {
-        drop(body);
-        return reject(conn, status, &reason, ctx);
+    if let Some(error) = body.take_error() {
+        return Err(error);
     }
-    let body_finished = body.finish_bounded();
-    drop(body);
+    let is_body_consumed = body.finish_bounded();
+    Ok(Answer {
+        response,
+        is_body_consumed,
+    })
+}
 
-    let (parts, body) = response.into_parts();
-    let app_wants_close = parts
-        .headers
+/// Whether the app's `Connection` header says `close`.
+fn asks_to_close(headers: &HeaderMap) -> bool {
+    headers
         .get(http::header::CONNECTION)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
-    let mut keep_alive = ctx.may_keep_alive && head.keep_alive && body_finished && !app_wants_close;
-    if matches!(body, ResponseBody::Channel(_)) && !ctx.may_open_stream {
-        drop(body);
-        return reject(
-            conn,
-            503,
-            "this worker has too many open streams; try again",
-            ctx,
-        );
-    }
-    let no_body_status = parts.status.is_informational()
-        || parts.status == StatusCode::NO_CONTENT
-        || parts.status == StatusCode::NOT_MODIFIED;
-    let framing = match &body {
-        _ if no_body_status => ResponseFraming::Length(0),
-        ResponseBody::Empty => ResponseFraming::Length(0),
-        ResponseBody::Bytes(b) => ResponseFraming::Length(b.len() as u64),
-        ResponseBody::Reader { len: Some(n), .. } => ResponseFraming::Length(*n),
-        ResponseBody::Reader { len: None, .. }
-        | ResponseBody::Stream(_)
-        | ResponseBody::Channel(_) => {
-            if head.version == Version::Http11 {
-                ResponseFraming::Chunked
-            } else {
-                keep_alive = is_head && keep_alive;
-                ResponseFraming::UntilClose
-            }
-        }
-    };
-    ctx.out.clear();
-    if let Err(e) = write_head(
-        ctx.out,
-        head.version,
-        parts.status,
-        &parts.headers,
-        framing,
-        keep_alive,
-        &ctx.clock.http_date,
-    ) {
-        log::error!(
-            "app response to {} {} has an invalid header, answered 500 instead: {e:?}",
-            head.method,
-            head.target
-        );
-        return reject(conn, 500, "internal server error", ctx);
-    }
-    // From here a timeout can no longer prepend its 504 (an interim
-    // `100 Continue` does not count: a final response may still follow it).
-    crate::sys::signals::mark_response_started();
-    let write_body = !is_head && !no_body_status;
-    let completion = Completion {
-        peer: conn.peer,
-        method: head.method,
-        target: head.target,
-        version: head.version,
-        request_headers: access_headers,
-        status: parts.status.as_u16(),
-        response_headers: parts.headers,
-        started,
-        log_time,
-    };
-    let body = match body {
-        ResponseBody::Channel(rx) if write_body => {
-            return start_stream(conn, rx, framing, keep_alive, completion, ctx);
-        }
-        other => other,
-    };
-    // The last response on this connection: a shutdown follows at once.
-    let sent = write_response(conn, body, framing, write_body, !keep_alive, ctx);
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+}
+
+/// Write the response whose head is in `ctx.out`, then count and log it.
+fn send(
+    conn: &mut Conn,
+    body: ResponseBody,
+    plan: Plan,
+    completion: Completion,
+    ctx: &mut Context<'_>,
+) -> After {
+    let sent = write_response(conn, body, plan, ctx.out, ctx.slot, ctx.beat_every);
     let body_bytes = match &sent {
         Ok(n) => *n,
         Err(e) => {
@@ -321,7 +256,6 @@ fn exchange(
                 completion.method,
                 completion.target
             );
-            keep_alive = false;
             0
         }
     };
@@ -331,7 +265,7 @@ fn exchange(
         ctx.access_format,
         ctx.slow_request_threshold,
     );
-    if keep_alive && sent.is_ok() {
+    if plan.keep_alive && sent.is_ok() {
         After::KeepAlive
     } else {
         After::Close
@@ -342,16 +276,15 @@ fn exchange(
 fn start_stream(
     conn: &mut Conn,
     rx: crate::stream::StreamReceiver,
-    framing: ResponseFraming,
-    keep_alive: bool,
+    plan: Plan,
     completion: Completion,
     ctx: &mut Context<'_>,
 ) -> After {
     match conn.write_all_wait(ctx.out, CLIENT_IDLE_TIMEOUT, ctx.slot, ctx.beat_every) {
         Ok(()) => After::Stream(Box::new(Streaming {
             rx,
-            chunked: framing == ResponseFraming::Chunked,
-            keep_alive,
+            chunked: plan.framing == crate::http::ResponseFraming::Chunked,
+            keep_alive: plan.keep_alive,
             sent: 0,
             completion,
         })),
@@ -415,341 +348,31 @@ fn parse_uri(target: &str) -> Result<http::Uri, String> {
         .map_err(|_| format!("invalid request target {target:?}"))
 }
 
-/// Write the head in `ctx.out` and then the body. Returns body bytes sent.
-/// `is_last` says the connection is shut down right after (see `Conn::send_all_wait`).
-fn write_response(
-    conn: &mut Conn,
-    body: ResponseBody,
-    framing: ResponseFraming,
-    write_body: bool,
-    is_last: bool,
-    ctx: &mut Context<'_>,
-) -> io::Result<u64> {
-    let chunked = framing == ResponseFraming::Chunked;
-    let slot = ctx.slot;
-    let beat = ctx.beat_every;
-    // The whole response in one buffer: one write, and with `is_last` one
-    // packet together with the FIN.
-    let flags = if is_last { libc::MSG_MORE } else { 0 };
-    let write_whole = |conn: &mut Conn, out: &[u8]| {
-        conn.send_all_wait(out, flags, CLIENT_IDLE_TIMEOUT, slot, beat)
-    };
-    match body {
-        // A HEAD request or a bodiless status, or a stream for one: only
-        // the head is sent.
-        _ if !write_body => write_whole(conn, ctx.out).map(|()| 0),
-        ResponseBody::Channel(_) | ResponseBody::Empty => write_whole(conn, ctx.out).map(|()| 0),
-        ResponseBody::Bytes(bytes) => {
-            ctx.out.extend_from_slice(&bytes);
-            write_whole(conn, ctx.out)?;
-            Ok(bytes.len() as u64)
-        }
-        ResponseBody::Reader { mut reader, len } => {
-            conn.write_all_wait(ctx.out, CLIENT_IDLE_TIMEOUT, slot, beat)?;
-            let mut sent = 0u64;
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut frame = Vec::with_capacity(buf.len() + 32);
-            loop {
-                let want = match len {
-                    Some(n) if sent >= n => break,
-                    Some(n) => buf.len().min((n - sent) as usize),
-                    None => buf.len(),
-                };
-                let n = match reader.read(&mut buf[..want]) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                frame.clear();
-                if chunked {
-                    write_chunk(&mut frame, &buf[..n]);
-                } else {
-                    frame.extend_from_slice(&buf[..n]);
-                }
-                conn.write_all_wait(&frame, CLIENT_IDLE_TIMEOUT, slot, beat)?;
-                sent += n as u64;
-            }
-            if let Some(n) = len
-                && sent < n
-            {
-                // The declared length cannot be honoured: the client must
-                // not take a short body for a whole one.
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "response body shorter than its length",
-                ));
-            }
-            if chunked {
-                frame.clear();
-                write_last_chunk(&mut frame);
-                conn.write_all_wait(&frame, CLIENT_IDLE_TIMEOUT, slot, beat)?;
-            }
-            Ok(sent)
-        }
-        ResponseBody::Stream(produce) => {
-            conn.write_all_wait(ctx.out, CLIENT_IDLE_TIMEOUT, slot, beat)?;
-            let mut sink = StreamSink {
-                conn,
-                chunked,
-                slot,
-                beat,
-                sent: 0,
-                frame: Vec::new(),
-            };
-            produce(&mut sink)?;
-            if chunked {
-                sink.frame.clear();
-                write_last_chunk(&mut sink.frame);
-                let frame = std::mem::take(&mut sink.frame);
-                sink.conn
-                    .write_all_wait(&frame, CLIENT_IDLE_TIMEOUT, slot, beat)?;
-            }
-            Ok(sink.sent)
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::{asks_to_close, parse_uri};
 
-struct StreamSink<'c> {
-    conn: &'c mut Conn,
-    chunked: bool,
-    slot: &'c Slot,
-    beat: Duration,
-    sent: u64,
-    frame: Vec<u8>,
-}
-
-impl crate::app::ChunkSink for StreamSink<'_> {
-    fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        self.frame.clear();
-        if self.chunked {
-            write_chunk(&mut self.frame, data);
-        } else {
-            self.frame.extend_from_slice(data);
-        }
-        self.conn
-            .write_all_wait(&self.frame, CLIENT_IDLE_TIMEOUT, self.slot, self.beat)?;
-        self.sent += data.len() as u64;
-        Ok(())
-    }
-}
-
-enum BodyState {
-    Done,
-    Length(u64),
-    Chunked(Box<ChunkedDecoder>),
-}
-
-/// Reads a request body from the connection for the app.
-struct BodyReader<'c> {
-    conn: &'c mut Conn,
-    state: BodyState,
-    /// Decoded chunked bytes not yet handed to the app.
-    decoded: Vec<u8>,
-    decoded_pos: usize,
-    limit: Option<u64>,
-    total: u64,
-    /// `Expect: 100-continue` still to be answered when the app first reads.
-    continue_pending: bool,
-    /// A framing error or limit breach: the response becomes this status.
-    error: Option<(u16, String)>,
-    slot: &'c Slot,
-    beat: Duration,
-    trailers: Vec<(String, Vec<u8>)>,
-}
-
-impl<'c> BodyReader<'c> {
-    fn new(
-        conn: &'c mut Conn,
-        head: &RequestHead,
-        slot: &'c Slot,
-        limits: &Limits,
-        limit: Option<u64>,
-        beat: Duration,
-    ) -> BodyReader<'c> {
-        let state = match head.framing {
-            Framing::None | Framing::Length(0) => BodyState::Done,
-            Framing::Length(n) => BodyState::Length(n),
-            Framing::Chunked => BodyState::Chunked(Box::new(ChunkedDecoder::new(limits))),
-        };
-        let continue_pending = head.expect_continue
-            && head.version == Version::Http11
-            && !matches!(state, BodyState::Done);
-        BodyReader {
-            conn,
-            state,
-            decoded: Vec::new(),
-            decoded_pos: 0,
-            limit,
-            total: 0,
-            continue_pending,
-            error: None,
-            slot,
-            beat,
-            trailers: Vec::new(),
-        }
+    #[test]
+    fn a_target_the_http_crate_takes_is_used_as_sent() {
+        let uri = parse_uri("/a/b?x=1&y=2").unwrap();
+        assert_eq!(uri.path(), "/a/b");
+        assert_eq!(uri.query(), Some("x=1&y=2"));
     }
 
-    fn fail(&mut self, status: u16, reason: String) -> io::Error {
-        let err = io::Error::new(io::ErrorKind::InvalidData, reason.clone());
-        self.error = Some((status, reason));
-        self.state = BodyState::Done;
-        err
+    #[test]
+    fn bytes_the_http_crate_refuses_are_percent_encoded() {
+        let uri = parse_uri("/search?q=\"a|b\"&f={x}").unwrap();
+        assert_eq!(uri.path(), "/search");
+        assert_eq!(uri.query(), Some("q=%22a%7Cb%22&f=%7Bx%7D"));
     }
 
-    /// Get more bytes from the client into the connection buffer.
-    fn fill(&mut self) -> io::Result<()> {
-        if self.continue_pending {
-            self.continue_pending = false;
-            self.conn.write_all_wait(
-                b"HTTP/1.1 100 Continue\r\n\r\n",
-                CLIENT_IDLE_TIMEOUT,
-                self.slot,
-                self.beat,
-            )?;
-        }
-        match self
-            .conn
-            .read_wait(CLIENT_IDLE_TIMEOUT, self.slot, self.beat)
-        {
-            // The client closed its side mid-body. It may still read our
-            // answer, so the app decides what to make of a short body (it sees
-            // UnexpectedEof); the connection closes after the response.
-            Ok(0) if matches!(self.state, BodyState::Chunked(_)) => Err(self.fail(
-                400,
-                "the chunked request body ended before its last chunk".into(),
-            )),
-            Ok(0) => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the client closed the connection before the end of the request body",
-            )),
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                Err(self.fail(408, "client stopped sending the request body".into()))
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn count(&mut self, n: usize) -> io::Result<()> {
-        self.total += n as u64;
-        match self.limit {
-            Some(limit) if self.total > limit => Err(self.fail(
-                413,
-                format!("request body is over the limit of {limit} bytes"),
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    /// After the app: skip what it left unread if that is cheap. Returns
-    /// whether the body was consumed to its end (so the connection may be kept).
-    fn finish_bounded(&mut self) -> bool {
-        let mut sink = [0u8; 8192];
-        let mut skipped = 0u64;
-        loop {
-            if matches!(self.state, BodyState::Done) && self.decoded_pos >= self.decoded.len() {
-                return self.error.is_none();
-            }
-            let remaining_known = match self.state {
-                BodyState::Length(n) => Some(n),
-                _ => None,
-            };
-            if remaining_known.is_some_and(|n| n > DRAIN_LIMIT) || skipped > DRAIN_LIMIT {
-                return false;
-            }
-            // Only what has already arrived or arrives promptly is worth
-            // waiting for; a client still uploading a large body gets closed.
-            if self.conn.buf.is_empty() && self.decoded_pos >= self.decoded.len() {
-                let _ = self.conn.read_available(usize::MAX);
-                if self.conn.buf.is_empty() && !self.conn.read_eof {
-                    return false;
-                }
-            }
-            match self.read(&mut sink) {
-                Ok(0) => return self.error.is_none() && matches!(self.state, BodyState::Done),
-                Ok(n) => skipped += n as u64,
-                Err(_) => return false,
-            }
-        }
-    }
-}
-
-impl Read for BodyReader<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if out.is_empty() {
-            return Ok(0);
-        }
-        loop {
-            if self.decoded_pos < self.decoded.len() {
-                let n = out.len().min(self.decoded.len() - self.decoded_pos);
-                out[..n].copy_from_slice(&self.decoded[self.decoded_pos..self.decoded_pos + n]);
-                self.decoded_pos += n;
-                return Ok(n);
-            }
-            match &mut self.state {
-                BodyState::Done => {
-                    return match &self.error {
-                        Some((_, reason)) => {
-                            Err(io::Error::new(io::ErrorKind::InvalidData, reason.clone()))
-                        }
-                        None => Ok(0),
-                    };
-                }
-                BodyState::Length(remaining) => {
-                    if self.conn.buf.is_empty() {
-                        self.fill()?;
-                        continue;
-                    }
-                    let n = out.len().min(self.conn.buf.len()).min(*remaining as usize);
-                    out[..n].copy_from_slice(&self.conn.buf[..n]);
-                    *remaining -= n as u64;
-                    if *remaining == 0 {
-                        self.state = BodyState::Done;
-                    }
-                    self.conn.consume(n);
-                    self.count(n)?;
-                    return Ok(n);
-                }
-                BodyState::Chunked(decoder) => {
-                    if self.conn.buf.is_empty() {
-                        self.fill()?;
-                        continue;
-                    }
-                    self.decoded.clear();
-                    self.decoded_pos = 0;
-                    let result = decoder.decode(&self.conn.buf, &mut self.decoded, 64 * 1024);
-                    let consumed = match result {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let e: BodyError = e;
-                            return Err(self.fail(e.status(), e.to_string()));
-                        }
-                    };
-                    let done = decoder.is_done();
-                    if done {
-                        self.trailers = decoder.trailers().to_vec();
-                    }
-                    self.conn.consume(consumed);
-                    if done {
-                        self.state = BodyState::Done;
-                    }
-                    let produced = self.decoded.len();
-                    self.count(produced)?;
-                    if produced == 0 && !done && consumed == 0 {
-                        self.fill()?;
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl BodySource for BodyReader<'_> {
-    fn trailers(&self) -> &[(String, Vec<u8>)] {
-        &self.trailers
+    #[test]
+    fn connection_close_from_the_app_is_found_in_any_case_and_list() {
+        let mut headers = http::HeaderMap::new();
+        assert!(!asks_to_close(&headers));
+        headers.insert(http::header::CONNECTION, "keep-alive".parse().unwrap());
+        assert!(!asks_to_close(&headers));
+        headers.insert(http::header::CONNECTION, "Upgrade, Close".parse().unwrap());
+        assert!(asks_to_close(&headers));
     }
 }

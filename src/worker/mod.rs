@@ -6,10 +6,15 @@
 //! one complete request at a time. A worker takes a new connection only
 //! between requests, so a busy worker never sits on work another could do.
 
+mod body_reader;
+mod clock;
+mod completion;
 mod conn;
 mod exchange;
+mod framing;
 mod handoff;
 mod streams;
+mod write_out;
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
@@ -18,8 +23,9 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use self::clock::Clock;
 use self::conn::{Conn, Phase};
-use self::exchange::{After, Clock, Context};
+use self::exchange::{After, Context};
 use self::handoff::Parking;
 use crate::access_log;
 use crate::app::App;

@@ -8,8 +8,9 @@ use std::time::Instant;
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
+use super::completion::Streaming;
 use super::conn::Phase;
-use super::exchange::{After, Streaming};
+use super::exchange::After;
 use super::{FIRST_CONN, Worker};
 use crate::http::response::{write_chunk, write_last_chunk};
 use crate::stream::Next;
