@@ -177,7 +177,7 @@ impl Arbiter {
         let signals = SignalPipe::install(MASTER_SIGNALS)?;
         let (notify_read, notify_write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
 
-        let metrics = match &config.metrics_bind {
+        let metrics = match &config.master.metrics_bind {
             Some(spec) => {
                 let l = Listener::bind(spec, 64)
                     .map_err(|e| std::io::Error::new(e.kind(), format!("--metrics-bind: {e}")))?;
@@ -186,7 +186,7 @@ impl Arbiter {
             }
             None => None,
         };
-        let balance = Balance::create_in(&config.worker_tmp_dir)?;
+        let balance = Balance::create_in(&config.master.worker_tmp_dir)?;
         let now = Instant::now();
         let notifier = Notifier::from_env();
         Ok(Arbiter {
@@ -196,9 +196,9 @@ impl Arbiter {
             hooks: Hooks::default(),
             is_announcing: true,
             has_been_ready: false,
-            wanted: config.workers,
+            wanted: config.worker.workers,
             listener_names: listeners.iter().map(|l| l.name.clone()).collect(),
-            next_memory_check: now + config.memory_check_interval,
+            next_memory_check: now + config.worker.memory_check_interval,
             config,
             listeners,
             app,
@@ -246,14 +246,14 @@ impl Arbiter {
 
     /// The pidfile (PIDFILE.2 while taking over) and the control socket.
     fn open_files(&mut self) -> std::io::Result<()> {
-        if let Some(path) = &self.config.pidfile {
+        if let Some(path) = &self.config.master.pidfile {
             let path = match self.old_master {
                 Some(_) => second_pidfile(path),
                 None => path.clone(),
             };
             self.pidfile = Some(Pidfile::create(&path)?);
         }
-        if let Some(path) = &self.config.control_socket {
+        if let Some(path) = &self.config.master.control_socket {
             // A new master takes the socket path over from the old one.
             match control::bind(path, self.old_master.is_some()) {
                 Ok(socket) => {
@@ -266,7 +266,7 @@ impl Arbiter {
                 // At the default path (two servers started alike) the second
                 // one runs without, as it always has.
                 Err(e)
-                    if self.config.is_control_socket_named
+                    if self.config.master.is_control_socket_named
                         && matches!(
                             e.kind(),
                             std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AlreadyExists
@@ -372,7 +372,7 @@ impl Arbiter {
         log::info!("Handling {why}");
         self.notifier.send("STOPPING=1");
         let grace = if graceful {
-            self.config.graceful_timeout
+            self.config.worker.graceful_timeout
         } else {
             QUICK_STOP_GRACE
         };
@@ -526,7 +526,8 @@ impl Arbiter {
         } else {
             log::info!("Upgrade: workers serving; the old master (pid:{old}) is already gone");
         }
-        if let (Some(pidfile), Some(path)) = (self.pidfile.as_mut(), self.config.pidfile.as_ref())
+        if let (Some(pidfile), Some(path)) =
+            (self.pidfile.as_mut(), self.config.master.pidfile.as_ref())
             && let Err(e) = pidfile.promote(path)
         {
             log::error!(
@@ -537,54 +538,19 @@ impl Arbiter {
         self.notifier.send(&format!("MAINPID={}", self.pid));
     }
 
-    /// Take re-read settings. New workers get them; what lives in the master
-    /// (listeners, sockets, files it opened) needs a restart or USR2, and
-    /// the log says so.
-    fn apply_config(&mut self, mut new: Config) {
-        let old = &self.config;
-        let mut keep = Vec::new();
-        keep_running(&mut new.binds, &old.binds, "bind", &mut keep);
-        keep_running(
-            &mut new.worker_tmp_dir,
-            &old.worker_tmp_dir,
-            "worker_tmp_dir",
-            &mut keep,
-        );
-        keep_running(
-            &mut new.control_socket,
-            &old.control_socket,
-            "control_socket",
-            &mut keep,
-        );
-        keep_running(
-            &mut new.metrics_bind,
-            &old.metrics_bind,
-            "metrics_bind",
-            &mut keep,
-        );
-        keep_running(&mut new.pidfile, &old.pidfile, "pid", &mut keep);
-        keep_running(
-            &mut new.error_log,
-            &old.error_log,
-            "error_logfile",
-            &mut keep,
-        );
-        keep_running(
-            &mut new.access_log,
-            &old.access_log,
-            "access_logfile",
-            &mut keep,
-        );
-        keep_running(&mut new.log_level, &old.log_level, "log_level", &mut keep);
-        for setting in keep {
+    /// Take re-read settings: new workers get the workers' part; what the
+    /// master holds (listeners, sockets, files it opened) needs a restart or
+    /// USR2, and the log names each such setting that changed.
+    fn apply_config(&mut self, new: Config) {
+        for setting in self.config.master.changed(&new.master) {
             log::warn!(
                 "{setting} changed in the configuration; it takes effect after a restart or a USR2 upgrade"
             );
         }
-        if new.workers != old.workers {
-            self.wanted = new.workers;
+        if new.worker.workers != self.config.worker.workers {
+            self.wanted = new.worker.workers;
         }
-        self.config = new;
+        self.config.worker = new.worker;
         log::info!("Configuration reloaded");
     }
 
@@ -635,7 +601,7 @@ impl Arbiter {
         let lived = w.started.elapsed();
         let counts = w.slot.counts();
         self.retired.add(&counts);
-        if w.has_settled(self.config.min_worker_lifetime) {
+        if w.has_settled(self.config.worker.min_worker_lifetime) {
             self.failed_boots = 0;
         }
         let verdict = classify_exit(
@@ -643,7 +609,7 @@ impl Arbiter {
             exit,
             w.slot.state(),
             lived,
-            self.config.min_worker_lifetime,
+            self.config.worker.min_worker_lifetime,
         );
         if let Some(reason) = verdict.restart_reason()
             && reason != Reason::Shutdown
@@ -714,6 +680,7 @@ impl Arbiter {
             .unwrap_or_default();
         if self
             .config
+            .worker
             .max_boot_failures
             .is_some_and(|max| self.failed_boots >= max)
         {
@@ -738,7 +705,7 @@ impl Arbiter {
     /// Clear the failed-boot count once a worker has reported ready and
     /// stayed up --min-worker-lifetime: the app does boot.
     fn note_settled_workers(&mut self) {
-        let min_lifetime = self.config.min_worker_lifetime;
+        let min_lifetime = self.config.worker.min_worker_lifetime;
         for w in self.workers.iter_mut().filter(|w| !w.is_settled) {
             if w.has_settled(min_lifetime) {
                 w.is_settled = true;
@@ -760,7 +727,8 @@ impl Arbiter {
             return;
         }
         // Checked at start (Config), so it parses.
-        let Ok(format) = crate::access_log::Format::parse(&self.config.access_log_format) else {
+        let Ok(format) = crate::access_log::Format::parse(&self.config.worker.access_log_format)
+        else {
             return;
         };
         let peer = answer.peer.parse().ok();
@@ -790,7 +758,7 @@ impl Arbiter {
 
     /// Time out workers whose heartbeat went silent, and escalate to SIGKILL.
     fn check_heartbeats(&mut self, now: Instant) {
-        let Some(timeout) = self.config.timeout else {
+        let Some(timeout) = self.config.worker.timeout else {
             return;
         };
         for w in &mut self.workers {
@@ -823,13 +791,13 @@ impl Arbiter {
     /// replacement is forked before the old worker is told to go; one far
     /// over the limit (twice) is killed at once.
     fn check_memory(&mut self, now: Instant) {
-        let Some(limit) = self.config.max_worker_memory else {
+        let Some(limit) = self.config.worker.max_worker_memory else {
             return;
         };
         if now < self.next_memory_check || self.lifecycle != Lifecycle::Running {
             return;
         }
-        self.next_memory_check = now + self.config.memory_check_interval;
+        self.next_memory_check = now + self.config.worker.memory_check_interval;
         let mut over = Vec::new();
         for w in self.workers.iter_mut().filter(|w| w.ask == Ask::Serve) {
             let Some(mem) = procfs::memory(w.pid.as_raw()) else {
@@ -924,11 +892,11 @@ impl Arbiter {
     }
 
     fn spawn_worker(&mut self, boot_failures: u32) -> std::io::Result<()> {
-        let slot = Slot::create_in(&self.config.worker_tmp_dir)?;
+        let slot = Slot::create_in(&self.config.master.worker_tmp_dir)?;
         let seat = self
             .balance
             .free_seat(self.workers.iter().filter_map(|w| w.seat));
-        let max_requests = self.config.draw_max_requests();
+        let max_requests = self.config.worker.draw_max_requests();
         let mask = signals::block_all()?;
         let forked = process::fork();
         if let Ok(Forked::Child) = forked {
@@ -938,7 +906,8 @@ impl Arbiter {
             close_fds.push(self.notify_read.as_raw_fd());
             close_fds.extend(self.oneshot_servers().flat_map(OneShotServer::fds));
             let spec = worker::Spec {
-                config: &self.config,
+                config: &self.config.worker,
+                app_name: &self.config.master.app,
                 listeners: &self.listeners,
                 slot: &slot,
                 balance: &self.balance,
@@ -1139,12 +1108,12 @@ impl Arbiter {
             master_pid: self.pid.as_raw(),
             uptime: self.started.elapsed(),
             listeners: self.listener_names.clone(),
-            app: self.config.app.clone(),
+            app: self.config.master.app.clone(),
             wanted: self.wanted,
-            timeout: self.config.timeout,
-            graceful_timeout: self.config.graceful_timeout,
-            max_requests: self.config.max_requests,
-            max_requests_jitter: self.config.max_requests_jitter,
+            timeout: self.config.worker.timeout,
+            graceful_timeout: self.config.worker.graceful_timeout,
+            max_requests: self.config.worker.max_requests,
+            max_requests_jitter: self.config.worker.max_requests_jitter,
             is_stopping: self.lifecycle != Lifecycle::Running,
             workers,
             totals: self.totals(),
@@ -1165,7 +1134,7 @@ impl Arbiter {
     fn next_wakeup(&self) -> Instant {
         let now = Instant::now();
         let mut next = now + IDLE_WAKEUP;
-        if let Some(timeout) = self.config.timeout {
+        if let Some(timeout) = self.config.worker.timeout {
             for w in &self.workers {
                 let due = match w.ask {
                     Ask::Serve | Ask::Retire(_) => {
@@ -1187,7 +1156,7 @@ impl Arbiter {
                 next = next.min(at.max(retry));
             }
         }
-        if self.config.max_worker_memory.is_some() {
+        if self.config.worker.max_worker_memory.is_some() {
             next = next.min(self.next_memory_check);
         }
         if let Some(at) = self.next_watchdog {
@@ -1241,18 +1210,4 @@ fn second_pidfile(path: &std::path::Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".2");
     PathBuf::from(name)
-}
-
-/// A setting the running master cannot change in place: keep the running
-/// value and note its name for the log.
-fn keep_running<T: PartialEq + Clone>(
-    new: &mut T,
-    running: &T,
-    name: &'static str,
-    kept: &mut Vec<&'static str>,
-) {
-    if new != running {
-        kept.push(name);
-        *new = running.clone();
-    }
 }

@@ -223,13 +223,105 @@ pub struct Args {
     pub initgroups: bool,
 }
 
-/// The checked configuration.
+/// The checked configuration, split by who holds each setting.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// App spec, e.g. `hello` (checked against the built-in apps by `apps::build`).
+    /// What the master set up at start and holds for its whole life: a
+    /// reload cannot change it (a restart or a USR2 upgrade can).
+    pub master: MasterSettings,
+    /// How workers are run: a reload (HUP) applies it to the next generation.
+    pub worker: WorkerSettings,
+}
+
+/// Settings the master acts on once, at start (sockets bound, files opened,
+/// the process mask set, the app factory built). A reload that changes one
+/// logs a warning naming it (`MasterSettings::changed`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasterSettings {
+    /// App spec, e.g. `hello` (checked against the built-in apps by
+    /// `apps::build`); the built-in app factory is made from it at start.
     pub app: String,
+    /// `static:DIR` serves names starting with `.` (`--static-dotfiles`;
+    /// default off: 404); part of the app factory, like `app`.
+    pub static_dotfiles: bool,
     /// Listeners, in the order given.
     pub binds: Vec<BindSpec>,
+    /// listen(2) backlog, given when the listeners are bound.
+    pub backlog: i32,
+    /// File mode mask the master sets at start-up, so workers inherit it
+    /// (`--umask`); None = keep the one forkhorn was started with.
+    pub umask: Option<u32>,
+    /// Where heartbeat files and the balance table are created (and at once
+    /// unlinked).
+    pub worker_tmp_dir: PathBuf,
+    /// Pidfile of the master, if any.
+    pub pidfile: Option<PathBuf>,
+    /// Where the master listens for `forkhorn ctl`; None = off.
+    pub control_socket: Option<PathBuf>,
+    /// The user named the control socket's path (`--control-socket`). Then
+    /// another forkhorn already there stops this one; at the default path it
+    /// only costs this one its control socket.
+    pub is_control_socket_named: bool,
+    /// Where the master serves /metrics and /healthz; None = off.
+    pub metrics_bind: Option<BindSpec>,
+    /// Access log, if on (opened by the master; workers inherit it).
+    pub access_log: Option<LogTarget>,
+    /// `--error-logfile`; default stderr.
+    pub error_log: LogTarget,
+    /// Least severe level written (`--log-level`); default info.
+    pub log_level: LogLevel,
+}
+
+impl MasterSettings {
+    /// The settings (by their file key) that differ in `new`.
+    pub fn changed(&self, new: &MasterSettings) -> Vec<&'static str> {
+        // Destructured, so a field added to the struct must be listed here.
+        let MasterSettings {
+            app,
+            static_dotfiles,
+            binds,
+            backlog,
+            umask,
+            worker_tmp_dir,
+            pidfile,
+            control_socket,
+            is_control_socket_named,
+            metrics_bind,
+            access_log,
+            error_log,
+            log_level,
+        } = self;
+        let mut changed = Vec::new();
+        let mut note = |differs: bool, key: &'static str| {
+            if differs {
+                changed.push(key);
+            }
+        };
+        note(*app != new.app, "app");
+        note(*static_dotfiles != new.static_dotfiles, "static_dotfiles");
+        note(*binds != new.binds, "bind");
+        note(*backlog != new.backlog, "backlog");
+        note(*umask != new.umask, "umask");
+        note(*worker_tmp_dir != new.worker_tmp_dir, "worker_tmp_dir");
+        note(*pidfile != new.pidfile, "pid");
+        note(
+            (control_socket, is_control_socket_named)
+                != (&new.control_socket, &new.is_control_socket_named),
+            "control_socket",
+        );
+        note(*metrics_bind != new.metrics_bind, "metrics_bind");
+        note(*access_log != new.access_log, "access_logfile");
+        note(*error_log != new.error_log, "error_logfile");
+        note(*log_level != new.log_level, "log_level");
+        changed
+    }
+}
+
+/// Settings for running workers: how many, their limits and timeouts, who
+/// they run as. The master applies a reload's values to the workers it forks
+/// from then on, and to its own checks of them.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
     /// Worker processes to keep running (at least 1).
     pub workers: usize,
     /// Heartbeat silence after which a worker is killed; None = never.
@@ -242,21 +334,9 @@ pub struct Config {
     pub max_requests: u64,
     /// Extra requests each worker may draw on top of max_requests.
     pub max_requests_jitter: u64,
-    /// Where heartbeat files are created (and at once unlinked).
-    pub worker_tmp_dir: PathBuf,
-    /// listen(2) backlog.
-    pub backlog: i32,
-    /// Pidfile of the master, if any.
-    pub pidfile: Option<PathBuf>,
-    /// Access log, if on.
-    pub access_log: Option<LogTarget>,
     /// `--access-logformat`, already known to parse (workers parse it again
     /// after fork); default [`DEFAULT_ACCESS_LOG_FORMAT`].
     pub access_log_format: String,
-    /// `--error-logfile`; default stderr.
-    pub error_log: LogTarget,
-    /// Least severe level written (`--log-level`); default info.
-    pub log_level: LogLevel,
     /// Head size limits.
     pub limits: Limits,
     /// Largest request body; None = unlimited.
@@ -265,16 +345,6 @@ pub struct Config {
     pub worker_connections: usize,
     /// Time a client gets to send a whole head.
     pub header_timeout: Duration,
-    /// `static:DIR` serves names starting with `.` (`--static-dotfiles`; default off: 404).
-    pub static_dotfiles: bool,
-    /// Where the master listens for `forkhorn ctl`; None = off.
-    pub control_socket: Option<PathBuf>,
-    /// The user named the control socket's path (`--control-socket`). Then
-    /// another forkhorn already there stops this one; at the default path it
-    /// only costs this one its control socket.
-    pub is_control_socket_named: bool,
-    /// Where the master serves /metrics and /healthz; None = off.
-    pub metrics_bind: Option<BindSpec>,
     /// Private memory above which a worker is replaced; None = no limit.
     pub max_worker_memory: Option<u64>,
     /// How often the master reads worker memory (`--memory-check-interval`,
@@ -288,14 +358,12 @@ pub struct Config {
     pub max_boot_failures: Option<u32>,
     /// Detached streams one worker pumps at once.
     pub max_streams_per_worker: usize,
-    /// Who workers run as; None = the master's own user.
+    /// Who workers run as; None = the master's own user. Workers drop to it
+    /// after fork, so a reload's new user applies to the next generation.
     pub worker_identity: Option<Identity>,
     /// With `worker_identity`, also give workers the user's supplementary
     /// groups (`--initgroups`; default off: the one group only).
     pub initgroups: bool,
-    /// File mode mask the master sets at start-up, so workers inherit it
-    /// (`--umask`); None = keep the one forkhorn was started with.
-    pub umask: Option<u32>,
 }
 
 /// A bad flag or value, with the fix.
@@ -495,58 +563,67 @@ impl Config {
         let access_log_format = args.access_logformat.clone();
         crate::access_log::Format::parse(&access_log_format).map_err(ConfigError)?;
         Ok(Config {
-            app: args.app.clone(),
-            binds,
-            workers,
-            timeout: zero_is_none(seconds("--timeout", &args.timeout)?),
-            graceful_timeout: seconds("--graceful-timeout", &args.graceful_timeout)?,
-            keep_alive: zero_is_none(seconds("--keep-alive", &args.keep_alive)?),
-            max_requests: count("--max-requests", &args.max_requests)?,
-            max_requests_jitter: count("--max-requests-jitter", &args.max_requests_jitter)?,
-            worker_tmp_dir,
-            backlog,
-            pidfile: args.pid.clone(),
-            access_log: args
-                .access_logfile
-                .as_deref()
-                .map(LogTarget::stdout_or_file),
-            access_log_format,
-            error_log: LogTarget::stderr_or_file(&args.error_logfile),
-            log_level,
-            limits: Limits {
-                request_line: count("--limit-request-line", &args.limit_request_line)?,
-                fields: count("--limit-request-fields", &args.limit_request_fields)?,
-                field_size: count("--limit-request-field_size", &args.limit_request_field_size)?,
-                permit_missing_host: args.permit_missing_host,
-                permit_transfer_codings: args.permit_transfer_codings,
-                ..Limits::default()
+            master: MasterSettings {
+                app: args.app.clone(),
+                static_dotfiles: args.static_dotfiles,
+                binds,
+                backlog,
+                umask,
+                worker_tmp_dir,
+                pidfile: args.pid.clone(),
+                control_socket,
+                is_control_socket_named: args.control_socket.is_some(),
+                metrics_bind,
+                access_log: args
+                    .access_logfile
+                    .as_deref()
+                    .map(LogTarget::stdout_or_file),
+                error_log: LogTarget::stderr_or_file(&args.error_logfile),
+                log_level,
             },
-            limit_request_body: (body > 0).then_some(body),
-            worker_connections,
-            header_timeout,
-            static_dotfiles: args.static_dotfiles,
-            control_socket,
-            is_control_socket_named: args.control_socket.is_some(),
-            metrics_bind,
-            max_worker_memory,
-            memory_check_interval,
-            slow_request_threshold: args
-                .slow_request_threshold
-                .as_deref()
-                .map(|s| seconds("--slow-request-threshold", s))
-                .transpose()?,
-            min_worker_lifetime: seconds("--min-worker-lifetime", &args.min_worker_lifetime)?,
-            max_boot_failures: (max_boot_failures > 0).then_some(max_boot_failures),
-            max_streams_per_worker: count(
-                "--max-streams-per-worker",
-                &args.max_streams_per_worker,
-            )?,
-            worker_identity,
-            initgroups: args.initgroups,
-            umask,
+            worker: WorkerSettings {
+                workers,
+                timeout: zero_is_none(seconds("--timeout", &args.timeout)?),
+                graceful_timeout: seconds("--graceful-timeout", &args.graceful_timeout)?,
+                keep_alive: zero_is_none(seconds("--keep-alive", &args.keep_alive)?),
+                max_requests: count("--max-requests", &args.max_requests)?,
+                max_requests_jitter: count("--max-requests-jitter", &args.max_requests_jitter)?,
+                access_log_format,
+                limits: Limits {
+                    request_line: count("--limit-request-line", &args.limit_request_line)?,
+                    fields: count("--limit-request-fields", &args.limit_request_fields)?,
+                    field_size: count(
+                        "--limit-request-field_size",
+                        &args.limit_request_field_size,
+                    )?,
+                    permit_missing_host: args.permit_missing_host,
+                    permit_transfer_codings: args.permit_transfer_codings,
+                    ..Limits::default()
+                },
+                limit_request_body: (body > 0).then_some(body),
+                worker_connections,
+                header_timeout,
+                max_worker_memory,
+                memory_check_interval,
+                slow_request_threshold: args
+                    .slow_request_threshold
+                    .as_deref()
+                    .map(|s| seconds("--slow-request-threshold", s))
+                    .transpose()?,
+                min_worker_lifetime: seconds("--min-worker-lifetime", &args.min_worker_lifetime)?,
+                max_boot_failures: (max_boot_failures > 0).then_some(max_boot_failures),
+                max_streams_per_worker: count(
+                    "--max-streams-per-worker",
+                    &args.max_streams_per_worker,
+                )?,
+                worker_identity,
+                initgroups: args.initgroups,
+            },
         })
     }
+}
 
+impl WorkerSettings {
     /// The request limit for one worker: max_requests plus its own random jitter.
     pub fn draw_max_requests(&self) -> Option<u64> {
         if self.max_requests == 0 {
@@ -605,13 +682,13 @@ mod tests {
     #[test]
     fn defaults_follow_gunicorn() {
         let c = parse(&["-w", "2"]).expect("config");
-        assert_eq!(c.app, "chat");
-        assert_eq!(c.timeout, Some(Duration::from_secs(30)));
-        assert_eq!(c.graceful_timeout, Duration::from_secs(30));
-        assert_eq!(c.keep_alive, Some(Duration::from_secs(5)));
-        assert_eq!(c.backlog, 2048);
-        assert_eq!(c.workers, 2);
-        assert_eq!(c.access_log, None);
+        assert_eq!(c.master.app, "chat");
+        assert_eq!(c.worker.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.worker.graceful_timeout, Duration::from_secs(30));
+        assert_eq!(c.worker.keep_alive, Some(Duration::from_secs(5)));
+        assert_eq!(c.master.backlog, 2048);
+        assert_eq!(c.worker.workers, 2);
+        assert_eq!(c.master.access_log, None);
     }
 
     #[test]
@@ -622,7 +699,7 @@ mod tests {
 
     #[test]
     fn zero_timeout_disables_the_heartbeat_check() {
-        assert_eq!(parse(&["-t", "0"]).expect("config").timeout, None);
+        assert_eq!(parse(&["-t", "0"]).expect("config").worker.timeout, None);
     }
 
     #[test]
@@ -665,12 +742,28 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_names_every_master_held_setting_that_changed_and_no_other() {
+        let running = parse(&["-w", "2", "-t", "30"]).expect("config");
+        let same_master = parse(&["-w", "5", "-t", "7", "--max-requests", "9"]).expect("config");
+        assert_eq!(
+            running.master.changed(&same_master.master),
+            Vec::<&str>::new()
+        );
+        let moved =
+            parse(&["--backlog", "64", "--umask", "077", "-b", "127.0.0.1:9"]).expect("config");
+        assert_eq!(
+            running.master.changed(&moved.master),
+            ["bind", "backlog", "umask"]
+        );
+    }
+
+    #[test]
     fn jitter_stays_in_its_range() {
         let c = parse(&["--max-requests", "5", "--max-requests-jitter", "3"]).expect("config");
         for _ in 0..200 {
-            let n = c.draw_max_requests().expect("limit");
+            let n = c.worker.draw_max_requests().expect("limit");
             assert!((5..=8).contains(&n), "{n}");
         }
-        assert_eq!(parse(&[]).expect("config").draw_max_requests(), None);
+        assert_eq!(parse(&[]).expect("config").worker.draw_max_requests(), None);
     }
 }

@@ -360,9 +360,9 @@ mod tests {
         );
         let loaded = load_with(&path, &["-t", "9"]).expect("load");
         let c = loaded.config().expect("config");
-        assert_eq!(c.workers, 3);
-        assert_eq!(c.timeout, Some(std::time::Duration::from_secs(9)));
-        assert_eq!(c.app, "echo");
+        assert_eq!(c.worker.workers, 3);
+        assert_eq!(c.worker.timeout, Some(std::time::Duration::from_secs(9)));
+        assert_eq!(c.master.app, "echo");
     }
 
     #[test]
@@ -373,7 +373,7 @@ mod tests {
             .config()
             .expect("config");
         assert_eq!(
-            c.binds,
+            c.master.binds,
             vec![crate::listener::BindSpec::parse("127.0.0.1:3").expect("spec")]
         );
     }

@@ -272,7 +272,7 @@ fn launch(argv: Vec<OsString>, source: AppSource, hooks: Hooks) -> ExitCode {
     }
     let checked = loaded.config().and_then(|c| {
         if builtin {
-            apps::check(&c.app).map_err(ConfigError)?;
+            apps::check(&c.master.app).map_err(ConfigError)?;
         }
         Ok(c)
     });
@@ -300,18 +300,18 @@ fn launch(argv: Vec<OsString>, source: AppSource, hooks: Hooks) -> ExitCode {
         };
     }
     if let Err(e) = logging::init(
-        &config.error_log,
-        config.access_log.as_ref(),
-        config.log_level,
+        &config.master.error_log,
+        config.master.access_log.as_ref(),
+        config.master.log_level,
     ) {
         eprintln!("forkhorn: {e}");
         return ExitCode::from(EXIT_STARTUP);
     }
     crate::sys::process::raise_fd_limit();
-    if let Some(mask) = config.umask {
+    if let Some(mask) = config.master.umask {
         crate::sys::user::set_umask(mask);
     }
-    if crate::sys::user::is_root() && config.worker_identity.is_none() {
+    if crate::sys::user::is_root() && config.worker.worker_identity.is_none() {
         log::warn!(
             "running as root without --user: workers run as root too; pass -u USER to drop privileges"
         );
@@ -335,8 +335,8 @@ fn launch(argv: Vec<OsString>, source: AppSource, hooks: Hooks) -> ExitCode {
         hook();
     }
     let mut listeners = Vec::new();
-    for spec in &config.binds {
-        match Listener::bind(spec, config.backlog) {
+    for spec in &config.master.binds {
+        match Listener::bind(spec, config.master.backlog) {
             Ok(l) => listeners.push(l),
             Err(e) => {
                 // Unix socket files already created are removed again.
@@ -349,9 +349,9 @@ fn launch(argv: Vec<OsString>, source: AppSource, hooks: Hooks) -> ExitCode {
     }
     let factory: AppFactory = match source {
         AppSource::BuiltIn => {
-            let spec = config.app.clone();
+            let spec = config.master.app.clone();
             let options = apps::AppOptions {
-                static_dotfiles: config.static_dotfiles,
+                static_dotfiles: config.master.static_dotfiles,
             };
             Arc::new(move || apps::build(&spec, &options))
         }
@@ -370,7 +370,7 @@ fn launch(argv: Vec<OsString>, source: AppSource, hooks: Hooks) -> ExitCode {
         let loaded = config_file::load(argv.clone()).map_err(|e| first_line(&e))?;
         let mut config = loaded.config().map_err(|e| e.to_string())?;
         if builtin {
-            apps::check(&config.app)?;
+            apps::check(&config.master.app)?;
         }
         let replace = from_upgrade || loaded.args.bind.is_empty();
         adopt_inherited(&mut config, &inherited, replace, upgrade.metrics_fd);
@@ -397,25 +397,27 @@ fn adopt_inherited(
 ) {
     if !inherited.is_empty() {
         if replace {
-            config.binds.clear();
+            config.master.binds.clear();
         }
         config
+            .master
             .binds
             .extend(inherited.iter().map(|&fd| BindSpec::Fd(fd)));
     }
     if let Some(fd) = metrics_fd {
-        config.metrics_bind = Some(BindSpec::Fd(fd));
+        config.master.metrics_bind = Some(BindSpec::Fd(fd));
     }
 }
 
 /// `--check-config`: everything a start would need, without serving:
 /// binds (bound and released at once), log files, the pidfile's directory.
 fn check_config(config: &Config) -> Result<(), String> {
-    for spec in &config.binds {
+    for spec in &config.master.binds {
         let listener = Listener::bind(spec, 1).map_err(|e| e.to_string())?;
         listener.remove_socket_file();
     }
-    for target in std::iter::once(&config.error_log).chain(config.access_log.as_ref()) {
+    for target in std::iter::once(&config.master.error_log).chain(config.master.access_log.as_ref())
+    {
         if let logging::LogTarget::File(path) = target {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -424,7 +426,7 @@ fn check_config(config: &Config) -> Result<(), String> {
                 .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
         }
     }
-    if let Some(pidfile) = &config.pidfile {
+    if let Some(pidfile) = &config.master.pidfile {
         let dir = pidfile
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -442,7 +444,7 @@ fn check_config(config: &Config) -> Result<(), String> {
 /// A start-up failure must reach the person at the terminal even when the
 /// error log goes to a file.
 fn eprintln_if_logging_elsewhere(config: &Config, message: &str) {
-    if config.error_log != logging::LogTarget::Stderr {
+    if config.master.error_log != logging::LogTarget::Stderr {
         eprintln!("forkhorn: {message}");
     }
 }
