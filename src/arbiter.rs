@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use crate::app::{AppFactory, Hooks};
 use crate::balance::Balance;
 use crate::config::Config;
 use crate::control::{self, Command};
@@ -43,8 +44,6 @@ const IDLE_WAKEUP: Duration = Duration::from_secs(30);
 pub const EXIT_WORKER_BOOT_ERROR: i32 = 3;
 /// Exit status when the app cannot be loaded (as gunicorn).
 pub const EXIT_APP_LOAD_ERROR: i32 = 4;
-
-use crate::server::{AppFactory, Hooks};
 
 /// Re-reads the configuration on HUP (the config file may have changed).
 pub type Reloader = Box<dyn Fn() -> Result<Config, String>>;

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::App;
+/// Kept here too, where the builder's users first met them.
+pub use crate::app::{AppFactory, Hook, Hooks};
 use crate::arbiter::Arbiter;
 use crate::config::{Config, ConfigError};
 use crate::config_file;
@@ -23,30 +25,6 @@ use crate::{apps, logging};
 const EXIT_USAGE: u8 = 2;
 /// Exit status when the server cannot start (bind, log file, pidfile).
 const EXIT_STARTUP: u8 = 1;
-
-/// Builds one worker's app, in the worker, after fork.
-pub type AppFactory = Arc<dyn Fn() -> Result<Box<dyn App>, String>>;
-
-/// A hook: a function with no arguments, run at a point in the server's life.
-pub type Hook = Box<dyn Fn()>;
-
-/// Functions run at points in the server's life.
-///
-/// All but `on_worker_exit` run in the master process, which forks workers
-/// and so must stay single-threaded: a hook must not leave a thread running.
-#[derive(Default)]
-pub struct Hooks {
-    /// In the master, before the listeners are bound.
-    pub on_starting: Option<Hook>,
-    /// In the master, once every worker first serves.
-    pub when_ready: Option<Hook>,
-    /// In the master, on each reload (HUP), before new workers start.
-    pub on_reload: Option<Hook>,
-    /// In the master, just before it exits.
-    pub on_exit: Option<Hook>,
-    /// In each worker, just before it exits normally.
-    pub on_worker_exit: Option<Hook>,
-}
 
 /// Where workers get their app.
 enum AppSource {
