@@ -23,18 +23,17 @@ use crate::critical;
 use crate::heartbeat::{Counts, Slot, WorkerState};
 use crate::listener::Listener;
 use crate::oneshot::OneShotServer;
+use crate::overdue::{self, Overdue};
 use crate::pidfile::Pidfile;
 use crate::stats::{Reason, Snapshot, WorkerInfo};
 use crate::sys::process::{self, Exit, Forked, Pid};
 use crate::sys::procfs;
 use crate::sys::signals::{self, Sig, SignalPipe};
 use crate::systemd::{self, Notifier};
-use crate::upgrade::Relaunch;
+use crate::upgrade::{self, Relaunch, Upgrade};
 use crate::worker::{self, MASTER_SIGNALS};
 use crate::worker_exit::{self, Ask, CrashRate, HeldVacancies, Verdict, classify_exit};
 
-/// Time between SIGABRT (timeout) and SIGKILL for a worker that is still there.
-const ABORT_GRACE: Duration = Duration::from_secs(1);
 /// How long a quick stop (INT, QUIT) waits before SIGKILL.
 const QUICK_STOP_GRACE: Duration = Duration::from_secs(1);
 /// The longest the master sleeps when nothing is due.
@@ -90,14 +89,58 @@ impl WorkerHandle {
     }
 }
 
+/// Where the master is in its life. Pause and upgrade, which happen while
+/// running, are in [`Upgrade`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lifecycle {
-    Running,
+    /// Keeping the wanted workers running.
+    Running {
+        /// What is still to be announced once the current generation serves.
+        readiness: Readiness,
+    },
     /// Workers were told to stop; SIGKILL for the rest at `deadline`.
     Stopping {
         deadline: Instant,
+        /// TERM (finish requests) rather than INT/QUIT (stop now).
         graceful: bool,
     },
+}
+
+impl Lifecycle {
+    /// Whether a stop (graceful: TERM; quick: INT, QUIT, a fatal failure)
+    /// changes anything: a quick stop cuts a graceful one short; nothing
+    /// changes a quick one, and a second graceful stop is the first.
+    fn is_changed_by_stop(self, graceful: bool) -> bool {
+        match self {
+            Lifecycle::Running { .. } => true,
+            Lifecycle::Stopping {
+                graceful: was_graceful,
+                ..
+            } => was_graceful && !graceful,
+        }
+    }
+}
+
+/// What `announce_readiness` still has to say once every wanted worker of
+/// the current generation serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    /// No generation has served yet: run `when_ready`, then READY=1.
+    Starting,
+    /// A reload started a new generation: READY=1 again.
+    Reloading,
+    /// Said; nothing to announce.
+    Announced,
+}
+
+impl Readiness {
+    /// A reload starts a generation that has to be announced again.
+    fn reloaded(self) -> Readiness {
+        match self {
+            Readiness::Starting => Readiness::Starting,
+            Readiness::Reloading | Readiness::Announced => Readiness::Reloading,
+        }
+    }
 }
 
 /// The master process's state: its workers, listeners and sockets, and
@@ -148,20 +191,15 @@ pub struct Arbiter {
     notifier: Notifier,
     reloader: Option<Reloader>,
     hooks: Hooks,
-    /// Readiness still to be announced: at start, and after each reload.
-    is_announcing: bool,
-    /// Every worker has served at least once (when_ready ran).
-    has_been_ready: bool,
     next_watchdog: Option<Instant>,
     pidfile: Option<Pidfile>,
     /// How to start a new master on USR2; None when it cannot be done.
     relaunch: Option<Relaunch>,
-    /// A new master we started on USR2 that has not taken over yet.
-    new_master: Option<Pid>,
-    /// The master we are replacing (we were started by its USR2).
-    old_master: Option<Pid>,
-    /// WINCH beside a new master: our workers are stopped and not replaced.
-    is_paused: bool,
+    /// Our part in an upgrade (USR2), either role, and the WINCH pause.
+    upgrade: Upgrade,
+    /// Workers over --max-worker-memory, marked to retire; they get their
+    /// TERM once their replacements are forked (`retire_replaced_workers`).
+    to_retire_once_replaced: Vec<Pid>,
 }
 
 impl Arbiter {
@@ -193,8 +231,6 @@ impl Arbiter {
             notifier,
             reloader: None,
             hooks: Hooks::default(),
-            is_announcing: true,
-            has_been_ready: false,
             wanted: config.worker.workers,
             listener_names: listeners.iter().map(|l| l.name.clone()).collect(),
             next_memory_check: now + config.worker.memory_check_interval,
@@ -209,7 +245,9 @@ impl Arbiter {
             workers: Vec::new(),
             balance,
             generation: 0,
-            lifecycle: Lifecycle::Running,
+            lifecycle: Lifecycle::Running {
+                readiness: Readiness::Starting,
+            },
             held: HeldVacancies::default(),
             failed_boots: 0,
             spawn_retry_at: None,
@@ -224,9 +262,8 @@ impl Arbiter {
             started: now,
             pidfile: None,
             relaunch: None,
-            new_master: None,
-            old_master: None,
-            is_paused: false,
+            upgrade: Upgrade::None,
+            to_retire_once_replaced: Vec::new(),
         })
     }
 
@@ -239,22 +276,23 @@ impl Arbiter {
     /// We are the new master of an upgrade: take over from `old` once our
     /// workers serve.
     pub fn taking_over_from(mut self, old: Pid) -> Arbiter {
-        self.old_master = Some(old);
+        self.upgrade = Upgrade::TakingOver { old };
         self
     }
 
     /// The pidfile (PIDFILE.2 while taking over) and the control socket.
     fn open_files(&mut self) -> std::io::Result<()> {
         if let Some(path) = &self.config.master.pidfile {
-            let path = match self.old_master {
-                Some(_) => second_pidfile(path),
-                None => path.clone(),
+            let path = if self.upgrade.is_taking_over() {
+                upgrade::second_pidfile(path)
+            } else {
+                path.clone()
             };
             self.pidfile = Some(Pidfile::create(&path)?);
         }
         if let Some(path) = &self.config.master.control_socket {
             // A new master takes the socket path over from the old one.
-            match control::bind(path, self.old_master.is_some()) {
+            match control::bind(path, self.upgrade.is_taking_over()) {
                 Ok(socket) => {
                     self.control =
                         Some((OneShotServer::new(socket, control::framing)?, path.clone()))
@@ -304,12 +342,14 @@ impl Arbiter {
         log::info!("Using worker: sync");
         loop {
             self.handle_signals();
+            self.drain_worker_wakeups();
             self.reap_exited();
             self.note_settled_workers();
-            self.check_heartbeats(Instant::now());
+            self.kill_overdue_workers(Instant::now());
             self.check_memory(Instant::now());
             self.escalate_stop(Instant::now());
             self.spawn_missing();
+            self.retire_replaced_workers();
             self.retire_surplus();
             self.serve_control();
             self.serve_metrics();
@@ -355,18 +395,22 @@ impl Arbiter {
                 other => log::debug!("ignoring signal {other}"),
             }
         }
-        // Drain the wake-up pipe: the loop re-reads every slot anyway.
+    }
+
+    /// Empty the workers' wake-up pipe: a byte there only ends the sleep,
+    /// and the loop's steps re-read every slot anyway.
+    fn drain_worker_wakeups(&mut self) {
         let mut buf = [0u8; 256];
         while matches!(nix::unistd::read(&self.notify_read, &mut buf), Ok(n) if n > 0) {}
     }
 
+    fn is_running(&self) -> bool {
+        matches!(self.lifecycle, Lifecycle::Running { .. })
+    }
+
     fn stop(&mut self, graceful: bool, why: &str) {
-        match self.lifecycle {
-            Lifecycle::Stopping {
-                graceful: false, ..
-            } => return,
-            Lifecycle::Stopping { graceful: true, .. } if graceful => return,
-            _ => {}
+        if !self.lifecycle.is_changed_by_stop(graceful) {
+            return;
         }
         log::info!("Handling {why}");
         self.notifier.send("STOPPING=1");
@@ -400,13 +444,12 @@ impl Arbiter {
     /// Start a new generation of workers; the old one is retired once the
     /// new one is serving (`retire_surplus`), so no request goes unserved.
     fn reload(&mut self, why: &str) {
-        if self.lifecycle != Lifecycle::Running {
+        let Lifecycle::Running { readiness } = self.lifecycle else {
             return;
-        }
-        if self.is_paused {
+        };
+        if self.upgrade.resume() {
             // unicorn's manual rollback: HUP brings the workers back.
             log::info!("Handling {why}; resuming workers stopped by WINCH");
-            self.is_paused = false;
         }
         if let Some(hook) = &self.hooks.on_reload {
             hook();
@@ -425,29 +468,34 @@ impl Arbiter {
             "RELOADING=1\nMONOTONIC_USEC={}",
             systemd::monotonic_usec()
         ));
-        self.is_announcing = true;
+        self.lifecycle = Lifecycle::Running {
+            readiness: readiness.reloaded(),
+        };
     }
 
     /// Once every wanted worker of the current generation serves (at start
     /// and after a reload): finish an upgrade takeover, run `when_ready` the
     /// first time, and tell systemd READY=1; plus the watchdog ping.
     fn announce_readiness(&mut self, now: Instant) {
-        if self.lifecycle != Lifecycle::Running {
+        let Lifecycle::Running { readiness } = self.lifecycle else {
             return;
-        }
+        };
         let ready = self
             .workers
             .iter()
             .filter(|w| w.generation == self.generation && w.is_ready())
             .count();
-        self.complete_takeover(ready >= self.wanted);
-        if self.is_announcing && ready >= self.wanted {
-            self.is_announcing = false;
-            if !self.has_been_ready {
-                self.has_been_ready = true;
-                if let Some(hook) = &self.hooks.when_ready {
-                    hook();
-                }
+        if ready >= self.wanted {
+            self.complete_takeover();
+        }
+        if readiness != Readiness::Announced && ready >= self.wanted {
+            self.lifecycle = Lifecycle::Running {
+                readiness: Readiness::Announced,
+            };
+            if readiness == Readiness::Starting
+                && let Some(hook) = &self.hooks.when_ready
+            {
+                hook();
             }
             let served = self.totals().requests;
             self.notifier.send(&format!(
@@ -464,13 +512,11 @@ impl Arbiter {
 
     /// USR2: start the binary again beside us, handing over the listeners.
     fn start_upgrade(&mut self) {
-        if self.lifecycle != Lifecycle::Running {
+        if !self.is_running() {
             return;
         }
-        if let Some(pid) = self.new_master {
-            log::warn!(
-                "Handling signal: usr2; a new master (pid:{pid}) is already starting, ignoring"
-            );
+        if let Some(why) = self.upgrade.refusal() {
+            log::warn!("Handling signal: usr2; {why}");
             return;
         }
         let Some(relaunch) = &self.relaunch else {
@@ -485,7 +531,7 @@ impl Arbiter {
                     "Handling signal: usr2; started new master (pid:{pid}) from {}",
                     relaunch.exe.display()
                 );
-                self.new_master = Some(pid);
+                self.upgrade.started(pid);
             }
             Err(e) => log::error!(
                 "cannot start a new master from {}: {e}; still serving",
@@ -497,12 +543,11 @@ impl Arbiter {
     /// WINCH: beside a new master, stop our workers (and do not replace
     /// them) so the new one serves alone; HUP brings them back.
     fn pause_beside_new_master(&mut self) {
-        if self.new_master.is_none() {
+        if !self.upgrade.pause() {
             log::info!("Handling signal: winch; ignored (no new master beside this one)");
             return;
         }
         log::info!("Handling signal: winch; stopping workers, the new master serves");
-        self.is_paused = true;
         for w in self.workers.iter_mut().filter(|w| w.ask == Ask::Serve) {
             w.retire(Reason::Shutdown);
         }
@@ -511,20 +556,11 @@ impl Arbiter {
     /// The new master of an upgrade, once every worker serves: tell the old
     /// master to drain, put our pidfile in place, and tell systemd who the
     /// main process is now.
-    fn complete_takeover(&mut self, all_ready: bool) {
-        let Some(old) = self.old_master else { return };
-        if !all_ready {
+    fn complete_takeover(&mut self) {
+        let Some(old) = self.upgrade.take_over() else {
             return;
-        }
-        self.old_master = None;
-        // The old master is our parent while it lives; once it is gone its
-        // pid may belong to someone else, who must not get our TERM.
-        if process::getppid() == old {
-            log::info!("Upgrade: workers serving; telling the old master (pid:{old}) to stop");
-            process::signal(old, Sig::SIGTERM);
-        } else {
-            log::info!("Upgrade: workers serving; the old master (pid:{old}) is already gone");
-        }
+        };
+        upgrade::stop_old_master(old);
         if let (Some(pidfile), Some(path)) =
             (self.pidfile.as_mut(), self.config.master.pidfile.as_ref())
             && let Err(e) = pidfile.promote(path)
@@ -569,11 +605,9 @@ impl Arbiter {
 
     fn reap_exited(&mut self) {
         for (pid, exit) in process::reap_exited() {
-            if self.new_master == Some(pid) {
-                self.new_master = None;
-                self.is_paused = false;
+            if self.upgrade.new_master_exited(pid) {
                 match self.lifecycle {
-                    Lifecycle::Running => log::error!(
+                    Lifecycle::Running { .. } => log::error!(
                         "Upgrade failed: the new master (pid:{pid}) ended with {exit} before taking over; still serving"
                     ),
                     Lifecycle::Stopping { .. } => {
@@ -755,25 +789,23 @@ impl Arbiter {
         self.stop(false, "a fatal worker failure");
     }
 
-    /// Time out workers whose heartbeat went silent, and escalate to SIGKILL.
-    fn check_heartbeats(&mut self, now: Instant) {
-        let Some(timeout) = self.config.worker.timeout else {
-            return;
-        };
+    /// Time out workers whose heartbeat went silent (SIGABRT), and SIGKILL
+    /// those still there a grace after it (`overdue`).
+    fn kill_overdue_workers(&mut self, now: Instant) {
+        let timeout = self.config.worker.timeout;
         for w in &mut self.workers {
-            match w.ask {
-                Ask::Serve | Ask::Retire(_) => {
-                    if w.slot.silence() > timeout {
-                        let request = w
-                            .slot
-                            .in_flight()
-                            .map_or_else(|| "(no request in flight)".to_owned(), |r| r.to_string());
-                        critical!("WORKER TIMEOUT (pid:{}) {request}", w.pid);
-                        process::signal(w.pid, Sig::SIGABRT);
-                        w.ask = Ask::Abort(now);
-                    }
+            match overdue::due(w.ask, w.slot.silence(), timeout, now) {
+                None => {}
+                Some(Overdue::Abort) => {
+                    let request = w
+                        .slot
+                        .in_flight()
+                        .map_or_else(|| "(no request in flight)".to_owned(), |r| r.to_string());
+                    critical!("WORKER TIMEOUT (pid:{}) {request}", w.pid);
+                    process::signal(w.pid, Sig::SIGABRT);
+                    w.ask = Ask::Abort(now);
                 }
-                Ask::Abort(at) if now >= at + ABORT_GRACE => {
+                Some(Overdue::Kill) => {
                     log::warn!(
                         "Worker (pid:{}) did not exit on SIGABRT; sending SIGKILL",
                         w.pid
@@ -781,23 +813,22 @@ impl Arbiter {
                     process::signal(w.pid, Sig::SIGKILL);
                     w.ask = Ask::Kill(Reason::Timeout);
                 }
-                Ask::Abort(_) | Ask::Kill(_) => {}
             }
         }
     }
 
-    /// Replace workers whose private memory passed --max-worker-memory. The
-    /// replacement is forked before the old worker is told to go; one far
-    /// over the limit (twice) is killed at once.
+    /// Find workers whose private memory passed --max-worker-memory and mark
+    /// them to retire; `spawn_missing` forks their replacements before
+    /// `retire_replaced_workers` tells them to go. One far over the limit
+    /// (twice) is killed at once.
     fn check_memory(&mut self, now: Instant) {
         let Some(limit) = self.config.worker.max_worker_memory else {
             return;
         };
-        if now < self.next_memory_check || self.lifecycle != Lifecycle::Running {
+        if now < self.next_memory_check || !self.is_running() {
             return;
         }
         self.next_memory_check = now + self.config.worker.memory_check_interval;
-        let mut over = Vec::new();
         for w in self.workers.iter_mut().filter(|w| w.ask == Ask::Serve) {
             let Some(mem) = procfs::memory(w.pid.as_raw()) else {
                 continue;
@@ -823,14 +854,16 @@ impl Arbiter {
                     mib(limit)
                 );
                 w.ask = Ask::Retire(Reason::Memory);
-                over.push(w.pid);
+                self.to_retire_once_replaced.push(w.pid);
             }
         }
-        if !over.is_empty() {
-            self.spawn_missing();
-            for pid in over {
-                process::signal(pid, Sig::SIGTERM);
-            }
+    }
+
+    /// TERM the workers `check_memory` marked, now that their replacements
+    /// are forked (or could not be: they go all the same).
+    fn retire_replaced_workers(&mut self) {
+        for pid in self.to_retire_once_replaced.drain(..) {
+            process::signal(pid, Sig::SIGTERM);
         }
     }
 
@@ -856,7 +889,7 @@ impl Arbiter {
     /// Fill the vacancies: at once, except those whose worker failed to
     /// boot, which wait out their own backoff.
     fn spawn_missing(&mut self) {
-        if self.lifecycle != Lifecycle::Running || self.is_paused {
+        if !self.is_running() || self.upgrade.is_paused() {
             return;
         }
         let now = Instant::now();
@@ -943,7 +976,7 @@ impl Arbiter {
     /// the new one is serving (reload), and the oldest ones beyond the wanted
     /// count (TTOU).
     fn retire_surplus(&mut self) {
-        if self.lifecycle != Lifecycle::Running {
+        if !self.is_running() {
             return;
         }
         let generation = self.generation;
@@ -1113,7 +1146,7 @@ impl Arbiter {
             graceful_timeout: self.config.worker.graceful_timeout,
             max_requests: self.config.worker.max_requests,
             max_requests_jitter: self.config.worker.max_requests_jitter,
-            is_stopping: self.lifecycle != Lifecycle::Running,
+            is_stopping: !self.is_running(),
             workers,
             totals: self.totals(),
             restarts: self.restarts.clone(),
@@ -1133,22 +1166,16 @@ impl Arbiter {
     fn next_wakeup(&self) -> Instant {
         let now = Instant::now();
         let mut next = now + IDLE_WAKEUP;
-        if let Some(timeout) = self.config.worker.timeout {
-            for w in &self.workers {
-                let due = match w.ask {
-                    Ask::Serve | Ask::Retire(_) => {
-                        now + timeout.saturating_sub(w.slot.silence()) + Duration::from_millis(1)
-                    }
-                    Ask::Abort(at) => at + ABORT_GRACE,
-                    Ask::Kill(_) => continue,
-                };
-                next = next.min(due);
+        let timeout = self.config.worker.timeout;
+        for w in &self.workers {
+            if let Some((at, _)) = overdue::deadline(w.ask, w.slot.silence(), timeout, now) {
+                next = next.min(at);
             }
         }
         if let Lifecycle::Stopping { deadline, .. } = self.lifecycle {
             next = next.min(deadline);
         }
-        if self.lifecycle == Lifecycle::Running && !self.is_paused {
+        if self.is_running() && !self.upgrade.is_paused() {
             // A held vacancy due while forking is failing waits for the retry.
             let retry = self.spawn_retry_at.unwrap_or(now);
             for at in self.held.due_times().chain(self.spawn_retry_at) {
@@ -1204,9 +1231,31 @@ impl Arbiter {
     }
 }
 
-/// `PIDFILE.2`: where a new master writes its pid until it takes over.
-fn second_pidfile(path: &std::path::Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".2");
-    PathBuf::from(name)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quick_stop_cuts_a_graceful_one_short_and_nothing_changes_a_quick_one() {
+        let running = Lifecycle::Running {
+            readiness: Readiness::Announced,
+        };
+        let stopping = |graceful| Lifecycle::Stopping {
+            deadline: Instant::now(),
+            graceful,
+        };
+        assert!(running.is_changed_by_stop(true));
+        assert!(running.is_changed_by_stop(false));
+        assert!(stopping(true).is_changed_by_stop(false));
+        assert!(!stopping(true).is_changed_by_stop(true));
+        assert!(!stopping(false).is_changed_by_stop(false));
+        assert!(!stopping(false).is_changed_by_stop(true));
+    }
+
+    #[test]
+    fn a_reload_announces_readiness_again_but_when_ready_runs_only_once() {
+        assert_eq!(Readiness::Starting.reloaded(), Readiness::Starting);
+        assert_eq!(Readiness::Announced.reloaded(), Readiness::Reloading);
+        assert_eq!(Readiness::Reloading.reloaded(), Readiness::Reloading);
+    }
 }

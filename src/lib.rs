@@ -32,6 +32,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod oneshot;
+pub mod overdue;
 pub mod pidfile;
 pub mod server;
 pub mod stats;
