@@ -69,7 +69,7 @@ struct WorkerHandle {
 impl WorkerHandle {
     /// Reported ready in its slot and has lived `min_lifetime`.
     fn has_settled(&self, min_lifetime: Duration) -> bool {
-        self.slot.state() != WorkerState::Booting && self.started.elapsed() >= min_lifetime
+        worker_exit::has_settled(self.slot.state(), self.started.elapsed(), min_lifetime)
     }
 
     /// Serving and not about to leave: counts toward the wanted number.
