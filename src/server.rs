@@ -16,7 +16,7 @@ use crate::app::App;
 /// Kept here too, where the builder's users first met them.
 pub use crate::app::{AppFactory, Hook, Hooks};
 use crate::arbiter::Arbiter;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, SecondsFlag};
 use crate::config_file;
 use crate::listener::{BindSpec, Listener};
 use crate::{apps, logging};
@@ -55,6 +55,7 @@ pub fn run<A: App + Clone + 'static>(app: A) -> ExitCode {
         std::env::args_os().collect(),
         AppSource::Custom(factory),
         Hooks::default(),
+        Vec::new(),
     )
 }
 
@@ -71,6 +72,7 @@ pub fn main() -> ExitCode {
         std::env::args_os().collect(),
         AppSource::BuiltIn,
         Hooks::default(),
+        Vec::new(),
     )
 }
 
@@ -95,6 +97,7 @@ impl Server {
     pub fn builder() -> Builder {
         Builder {
             words: Vec::new(),
+            durations: Vec::new(),
             app: None,
             hooks: Hooks::default(),
         }
@@ -105,6 +108,10 @@ impl Server {
 pub struct Builder {
     /// Settings as command-line words (validated like the command line).
     words: Vec<OsString>,
+    /// Settings given as `Duration`s: put into the parsed flags as they are
+    /// (no text and back), after the flag's own check. They win over the
+    /// same flag given in `words`.
+    durations: Vec<(SecondsFlag, Duration)>,
     app: Option<AppFactory>,
     hooks: Hooks,
 }
@@ -137,17 +144,22 @@ impl Builder {
 
     /// Heartbeat silence after which a worker is replaced (zero: never).
     pub fn timeout(self, d: Duration) -> Builder {
-        self.option("timeout", d.as_secs_f64())
+        self.seconds(SecondsFlag::Timeout, d)
     }
 
     /// Time workers get to finish on stop or reload.
     pub fn graceful_timeout(self, d: Duration) -> Builder {
-        self.option("graceful-timeout", d.as_secs_f64())
+        self.seconds(SecondsFlag::GracefulTimeout, d)
     }
 
     /// Idle keep-alive time (zero: no keep-alive).
     pub fn keep_alive(self, d: Duration) -> Builder {
-        self.option("keep-alive", d.as_secs_f64())
+        self.seconds(SecondsFlag::KeepAlive, d)
+    }
+
+    fn seconds(mut self, flag: SecondsFlag, d: Duration) -> Builder {
+        self.durations.push((flag, d));
+        self
     }
 
     /// Recycle workers after `n` requests plus up to `jitter` more.
@@ -229,15 +241,24 @@ impl Builder {
             .next()
             .unwrap_or_else(|| "forkhorn".into());
         let argv = std::iter::once(program).chain(self.words).collect();
-        launch(argv, AppSource::Custom(app), self.hooks)
+        launch(argv, AppSource::Custom(app), self.hooks, self.durations)
     }
 }
 
 /// Load the settings, bind, and run the master until it stops.
-fn launch(argv: Vec<OsString>, source: AppSource, hooks: Hooks) -> ExitCode {
-    let loaded = match config_file::load(argv.clone()) {
+fn launch(
+    argv: Vec<OsString>,
+    source: AppSource,
+    hooks: Hooks,
+    durations: Vec<(SecondsFlag, Duration)>,
+) -> ExitCode {
+    let loaded = match load(&argv, &durations) {
         Ok(loaded) => loaded,
-        Err(e) => return clap_error(e),
+        Err(config_file::LoadError::Usage(e)) => return clap_error(e),
+        Err(e @ config_file::LoadError::Value(_)) => {
+            eprintln!("forkhorn: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
     let args = &loaded.args;
     let builtin = matches!(source, AppSource::BuiltIn);
@@ -345,7 +366,7 @@ fn launch(argv: Vec<OsString>, source: AppSource, hooks: Hooks) -> ExitCode {
     };
     // HUP re-reads every source, the config file included.
     let reload = move || -> Result<Config, String> {
-        let loaded = config_file::load(argv.clone()).map_err(|e| first_line(&e))?;
+        let loaded = load(&argv, &durations).map_err(|e| e.to_string())?;
         let mut config = loaded.config().map_err(|e| e.to_string())?;
         if builtin {
             apps::check(&config.master.app)?;
@@ -362,6 +383,21 @@ fn launch(argv: Vec<OsString>, source: AppSource, hooks: Hooks) -> ExitCode {
         arbiter = arbiter.taking_over_from(old);
     }
     ExitCode::from(u8::try_from(arbiter.run()).unwrap_or(1))
+}
+
+/// Every settings source, then the `Duration`s a builder set.
+fn load(
+    argv: &[OsString],
+    durations: &[(SecondsFlag, Duration)],
+) -> Result<config_file::Loaded, config_file::LoadError> {
+    let mut loaded = config_file::load(argv.to_vec())?;
+    for &(flag, d) in durations {
+        loaded
+            .args
+            .set_seconds(flag, d)
+            .map_err(|e| config_file::LoadError::Value(ConfigError(e)))?;
+    }
+    Ok(loaded)
 }
 
 /// Inherited listening sockets (systemd's, or an old master's on upgrade)
