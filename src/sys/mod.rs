@@ -3,6 +3,7 @@
 //! `unsafe` they need stays in this folder, next to the reason it is sound.
 
 pub mod clock;
+pub mod fd;
 pub mod openat2;
 pub mod process;
 pub mod procfs;
