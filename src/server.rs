@@ -15,10 +15,10 @@ use std::time::Duration;
 use crate::app::App;
 /// Kept here too, where the builder's users first met them.
 pub use crate::app::{AppFactory, Hook, Hooks};
-use crate::arbiter::Arbiter;
 use crate::config::{Config, ConfigError, SecondsFlag};
 use crate::config_file;
 use crate::listener::{BindSpec, Listener};
+use crate::master::arbiter::Arbiter;
 use crate::{apps, logging};
 
 /// Exit status for a bad command line or configuration.
@@ -63,8 +63,10 @@ pub fn run<A: App + Clone + 'static>(app: A) -> ExitCode {
 pub fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "ctl") {
         use clap::Parser;
-        return match crate::control::CtlArgs::try_parse_from(std::env::args_os().skip(1)) {
-            Ok(args) => ExitCode::from(u8::try_from(crate::control::main(&args)).unwrap_or(1)),
+        return match crate::master::control::CtlArgs::try_parse_from(std::env::args_os().skip(1)) {
+            Ok(args) => {
+                ExitCode::from(u8::try_from(crate::master::control::main(&args)).unwrap_or(1))
+            }
             Err(e) => clap_error(e),
         };
     }
@@ -317,12 +319,12 @@ fn launch(
     }
     // Sockets handed over by an old master (USR2) are exactly its binds;
     // systemd's replace the default bind and add to explicit ones.
-    let upgrade = crate::upgrade::Inherited::from_env();
+    let upgrade = crate::master::upgrade::Inherited::from_env();
     let from_upgrade = !upgrade.listener_fds.is_empty();
     let inherited = if from_upgrade {
         upgrade.listener_fds.clone()
     } else {
-        crate::systemd::listen_fds()
+        crate::master::systemd::listen_fds()
     };
     adopt_inherited(
         &mut config,
@@ -376,7 +378,7 @@ fn launch(
         Ok(config)
     };
     let mut arbiter = arbiter.with_reloader(Box::new(reload)).with_hooks(hooks);
-    if let Some(relaunch) = crate::upgrade::Relaunch::from_current_process() {
+    if let Some(relaunch) = crate::master::upgrade::Relaunch::from_current_process() {
         arbiter = arbiter.with_relaunch(relaunch);
     }
     if let Some(old) = upgrade.old_master {

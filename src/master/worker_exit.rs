@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::heartbeat::WorkerState;
-use crate::stats::Reason;
+use crate::master::stats::Reason;
 use crate::sys::process::Exit;
 use crate::worker::{EXIT_APP_LOAD_FAILED, EXIT_BOOT_FAILED};
 

@@ -18,21 +18,21 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use crate::app::{AppFactory, Hooks};
 use crate::balance::Balance;
 use crate::config::Config;
-use crate::control::{self, Command};
 use crate::critical;
 use crate::heartbeat::{Counts, Slot, WorkerState};
 use crate::listener::Listener;
-use crate::oneshot::OneShotServer;
-use crate::overdue::{self, Overdue};
-use crate::pidfile::Pidfile;
-use crate::stats::{Reason, Snapshot, WorkerInfo};
+use crate::master::control::{self, Command};
+use crate::master::oneshot::OneShotServer;
+use crate::master::overdue::{self, Overdue};
+use crate::master::pidfile::Pidfile;
+use crate::master::stats::{Reason, Snapshot, WorkerInfo};
+use crate::master::systemd::{self, Notifier};
+use crate::master::upgrade::{self, Relaunch, Upgrade};
+use crate::master::worker_exit::{self, Ask, CrashRate, HeldVacancies, Verdict, classify_exit};
 use crate::sys::process::{self, Exit, Forked, Pid};
 use crate::sys::procfs;
 use crate::sys::signals::{self, Sig, SignalPipe};
-use crate::systemd::{self, Notifier};
-use crate::upgrade::{self, Relaunch, Upgrade};
 use crate::worker::{self, MASTER_SIGNALS};
-use crate::worker_exit::{self, Ask, CrashRate, HeldVacancies, Verdict, classify_exit};
 
 /// How long a quick stop (INT, QUIT) waits before SIGKILL.
 const QUICK_STOP_GRACE: Duration = Duration::from_secs(1);
@@ -219,7 +219,10 @@ impl Arbiter {
                 let l = Listener::bind(spec, 64)
                     .map_err(|e| std::io::Error::new(e.kind(), format!("--metrics-bind: {e}")))?;
                 log::info!("Metrics at: {}/metrics ({})", l.name, process::getpid());
-                Some(OneShotServer::new(l.socket, crate::metrics::framing)?)
+                Some(OneShotServer::new(
+                    l.socket,
+                    crate::master::metrics::framing,
+                )?)
             }
             None => None,
         };
@@ -1099,7 +1102,10 @@ impl Arbiter {
         let snapshot = self.snapshot();
         if let Some(server) = self.metrics.as_mut() {
             for p in pending {
-                server.reply(p.index, crate::metrics::answer(&p.request, &snapshot));
+                server.reply(
+                    p.index,
+                    crate::master::metrics::answer(&p.request, &snapshot),
+                );
             }
         }
     }

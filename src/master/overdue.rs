@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::worker_exit::Ask;
+use crate::master::worker_exit::Ask;
 
 /// Time between SIGABRT (timeout) and SIGKILL for a worker that is still there.
 pub const ABORT_GRACE: Duration = Duration::from_secs(1);
@@ -52,7 +52,7 @@ pub fn due(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::Reason;
+    use crate::master::stats::Reason;
 
     const TIMEOUT: Option<Duration> = Some(Duration::from_secs(30));
 
