@@ -240,14 +240,26 @@ pub enum SecondsFlag {
     KeepAlive,
 }
 
+impl SecondsFlag {
+    /// The flag's long name, without dashes.
+    pub fn long(self) -> &'static str {
+        match self {
+            SecondsFlag::Timeout => "timeout",
+            SecondsFlag::GracefulTimeout => "graceful-timeout",
+            SecondsFlag::KeepAlive => "keep-alive",
+        }
+    }
+}
+
 impl Args {
     /// Set a flag in seconds to `d` as it is, with the flag's own range
     /// check (its value parser's, and its message).
     pub fn set_seconds(&mut self, flag: SecondsFlag, d: Duration) -> Result<(), String> {
-        let (name, field) = match flag {
-            SecondsFlag::Timeout => ("--timeout", &mut self.timeout),
-            SecondsFlag::GracefulTimeout => ("--graceful-timeout", &mut self.graceful_timeout),
-            SecondsFlag::KeepAlive => ("--keep-alive", &mut self.keep_alive),
+        let name = format!("--{}", flag.long());
+        let field = match flag {
+            SecondsFlag::Timeout => &mut self.timeout,
+            SecondsFlag::GracefulTimeout => &mut self.graceful_timeout,
+            SecondsFlag::KeepAlive => &mut self.keep_alive,
         };
         if d.as_secs_f64() >= MAX_SECONDS {
             return Err(format!(

@@ -111,8 +111,8 @@ pub struct Builder {
     /// Settings as command-line words (validated like the command line).
     words: Vec<OsString>,
     /// Settings given as `Duration`s: put into the parsed flags as they are
-    /// (no text and back), after the flag's own check. They win over the
-    /// same flag given in `words`.
+    /// (not parsed back from text), after the flag's own check. They win
+    /// over the same flag given in `words`.
     durations: Vec<(SecondsFlag, Duration)>,
     app: Option<AppFactory>,
     hooks: Hooks,
@@ -159,9 +159,12 @@ impl Builder {
         self.seconds(SecondsFlag::KeepAlive, d)
     }
 
+    /// The `Duration` itself becomes the setting; the word (in seconds)
+    /// still goes to the one flag definition, which checks its range and
+    /// shows it in `--print-config`.
     fn seconds(mut self, flag: SecondsFlag, d: Duration) -> Builder {
         self.durations.push((flag, d));
-        self
+        self.option(flag.long(), d.as_secs_f64())
     }
 
     /// Recycle workers after `n` requests plus up to `jitter` more.
