@@ -223,3 +223,27 @@ pub fn respond(status: u16, content_type: &str, body: impl Into<ResponseBody>) -
     }
     resp
 }
+
+/// Builds one worker's app, in the worker, after fork.
+pub type AppFactory = std::sync::Arc<dyn Fn() -> Result<Box<dyn App>, String>>;
+
+/// A hook: a function with no arguments, run at a point in the server's life.
+pub type Hook = Box<dyn Fn()>;
+
+/// Functions run at points in the server's life.
+///
+/// All but `on_worker_exit` run in the master process, which forks workers
+/// and so must stay single-threaded: a hook must not leave a thread running.
+#[derive(Default)]
+pub struct Hooks {
+    /// In the master, before the listeners are bound.
+    pub on_starting: Option<Hook>,
+    /// In the master, once every worker first serves.
+    pub when_ready: Option<Hook>,
+    /// In the master, on each reload (HUP), before new workers start.
+    pub on_reload: Option<Hook>,
+    /// In the master, just before it exits.
+    pub on_exit: Option<Hook>,
+    /// In each worker, just before it exits normally.
+    pub on_worker_exit: Option<Hook>,
+}

@@ -53,8 +53,8 @@ pub struct Args {
     pub bind: Vec<String>,
 
     /// Number of worker processes [default: $WEB_CONCURRENCY, else the number of CPUs].
-    #[arg(short = 'w', long, value_name = "N", env = "WEB_CONCURRENCY")]
-    pub workers: Option<String>,
+    #[arg(short = 'w', long, value_name = "N", env = "WEB_CONCURRENCY", value_parser = workers)]
+    pub workers: Option<usize>,
 
     /// Worker class; only `sync` exists (accepted so gunicorn command lines carry over).
     #[arg(
@@ -66,32 +66,32 @@ pub struct Args {
     pub worker_class: String,
 
     /// Seconds a worker may go without a heartbeat before it is killed and replaced (0 = never).
-    #[arg(short = 't', long, value_name = "SECS", default_value = "30")]
-    pub timeout: String,
+    #[arg(short = 't', long, value_name = "SECS", default_value = "30", value_parser = seconds("--timeout"))]
+    pub timeout: Duration,
 
     /// Seconds workers get to finish their requests on stop or reload before they are killed.
-    #[arg(long = "graceful-timeout", value_name = "SECS", default_value = "30")]
-    pub graceful_timeout: String,
+    #[arg(long = "graceful-timeout", value_name = "SECS", default_value = "30", value_parser = seconds("--graceful-timeout"))]
+    pub graceful_timeout: Duration,
 
     /// Seconds an idle keep-alive connection stays open (0 = no keep-alive).
-    #[arg(long = "keep-alive", value_name = "SECS", default_value = "5")]
-    pub keep_alive: String,
+    #[arg(long = "keep-alive", value_name = "SECS", default_value = "5", value_parser = seconds("--keep-alive"))]
+    pub keep_alive: Duration,
 
     /// Requests a worker serves before it is recycled (0 = never).
-    #[arg(long = "max-requests", value_name = "N", default_value = "0")]
-    pub max_requests: String,
+    #[arg(long = "max-requests", value_name = "N", default_value = "0", value_parser = count::<u64>("--max-requests"))]
+    pub max_requests: u64,
 
     /// Each worker's limit is drawn from max-requests ..= max-requests + jitter.
-    #[arg(long = "max-requests-jitter", value_name = "N", default_value = "0")]
-    pub max_requests_jitter: String,
+    #[arg(long = "max-requests-jitter", value_name = "N", default_value = "0", value_parser = count::<u64>("--max-requests-jitter"))]
+    pub max_requests_jitter: u64,
 
     /// Directory for the workers' heartbeat files [default: /dev/shm if writable, else the system temp dir].
     #[arg(long = "worker-tmp-dir", value_name = "DIR")]
     pub worker_tmp_dir: Option<PathBuf>,
 
     /// Maximum number of pending connections per listener.
-    #[arg(long, value_name = "N", default_value = "2048")]
-    pub backlog: String,
+    #[arg(long, value_name = "N", default_value = "2048", value_parser = backlog)]
+    pub backlog: i32,
 
     /// Write the master's pid to FILE (removed on exit).
     #[arg(short = 'p', long = "pid", value_name = "FILE")]
@@ -110,45 +110,48 @@ pub struct Args {
     pub error_logfile: String,
 
     /// Error log level: debug, info, warning, error or critical.
-    #[arg(long = "log-level", value_name = "LEVEL", default_value = "info")]
-    pub log_level: String,
+    #[arg(long = "log-level", value_name = "LEVEL", default_value = "info", value_parser = log_level)]
+    pub log_level: LogLevel,
 
     /// Longest request line in bytes (0 = unlimited); longer gets 414.
     #[arg(
         long = "limit-request-line",
         value_name = "BYTES",
-        default_value = "4094"
+        default_value = "4094",
+        value_parser = count::<usize>("--limit-request-line"),
     )]
-    pub limit_request_line: String,
+    pub limit_request_line: usize,
 
     /// Most header fields in a request; more gets 431.
-    #[arg(long = "limit-request-fields", value_name = "N", default_value = "100")]
-    pub limit_request_fields: String,
+    #[arg(long = "limit-request-fields", value_name = "N", default_value = "100", value_parser = count::<usize>("--limit-request-fields"))]
+    pub limit_request_fields: usize,
 
     /// Longest header field in bytes (0 = unlimited); longer gets 431.
     #[arg(
         long = "limit-request-field_size",
         alias = "limit-request-field-size",
         value_name = "BYTES",
-        default_value = "8190"
+        default_value = "8190",
+        value_parser = count::<usize>("--limit-request-field_size"),
     )]
-    pub limit_request_field_size: String,
+    pub limit_request_field_size: usize,
 
     /// Largest request body in bytes (0 = unlimited); larger gets 413.
     #[arg(
         long = "limit-request-body",
         value_name = "BYTES",
-        default_value = "1073741824"
+        default_value = "1073741824",
+        value_parser = count::<u64>("--limit-request-body"),
     )]
-    pub limit_request_body: String,
+    pub limit_request_body: u64,
 
     /// Open connections per worker; beyond it a worker stops accepting until one closes.
-    #[arg(long = "worker-connections", value_name = "N", default_value = "1000")]
-    pub worker_connections: String,
+    #[arg(long = "worker-connections", value_name = "N", default_value = "1000", value_parser = worker_connections)]
+    pub worker_connections: usize,
 
     /// Seconds a client gets to send a whole request head; then 408 and close.
-    #[arg(long = "header-timeout", value_name = "SECS", default_value = "10")]
-    pub header_timeout: String,
+    #[arg(long = "header-timeout", value_name = "SECS", default_value = "10", value_parser = header_timeout)]
+    pub header_timeout: Duration,
 
     /// Accept HTTP/1.1 requests without a Host header (RFC 9112 requires 400; old clients and gunicorn's corpus leave it out).
     #[arg(long = "permit-missing-host")]
@@ -175,36 +178,38 @@ pub struct Args {
     pub metrics_bind: Option<String>,
 
     /// Replace a worker whose private memory exceeds this many MiB (after its current request).
-    #[arg(long = "max-worker-memory", value_name = "MB")]
-    pub max_worker_memory: Option<String>,
+    #[arg(long = "max-worker-memory", value_name = "MB", value_parser = max_worker_memory)]
+    pub max_worker_memory: Option<u64>,
 
     /// Seconds between the master's checks of worker memory.
     #[arg(
         long = "memory-check-interval",
         value_name = "SECS",
-        default_value = "5"
+        default_value = "5",
+        value_parser = memory_check_interval,
     )]
-    pub memory_check_interval: String,
+    pub memory_check_interval: Duration,
 
     /// Log a warning for every request slower than this many seconds (off by default).
-    #[arg(long = "slow-request-threshold", value_name = "SECS")]
-    pub slow_request_threshold: Option<String>,
+    #[arg(long = "slow-request-threshold", value_name = "SECS", value_parser = seconds("--slow-request-threshold"))]
+    pub slow_request_threshold: Option<Duration>,
 
     /// A worker must stay up this long after reporting ready to clear the failed-boot count.
-    #[arg(long = "min-worker-lifetime", value_name = "SECS", default_value = "1")]
-    pub min_worker_lifetime: String,
+    #[arg(long = "min-worker-lifetime", value_name = "SECS", default_value = "1", value_parser = seconds("--min-worker-lifetime"))]
+    pub min_worker_lifetime: Duration,
 
     /// Stop the server (exit 3) after this many workers in a row die before reporting ready (0 = retry forever).
-    #[arg(long = "max-boot-failures", value_name = "N", default_value = "10")]
-    pub max_boot_failures: String,
+    #[arg(long = "max-boot-failures", value_name = "N", default_value = "10", value_parser = count::<u32>("--max-boot-failures"))]
+    pub max_boot_failures: u32,
 
     /// Detached response streams (Server-Sent Events fed by app threads) one worker pumps at once; more get 503.
     #[arg(
         long = "max-streams-per-worker",
         value_name = "N",
-        default_value = "100"
+        default_value = "100",
+        value_parser = count::<usize>("--max-streams-per-worker"),
     )]
-    pub max_streams_per_worker: String,
+    pub max_streams_per_worker: usize,
 
     /// Run workers as this user (name or uid); the master binds first, so low ports work.
     #[arg(short = 'u', long, value_name = "USER")]
@@ -215,21 +220,157 @@ pub struct Args {
     pub group: Option<String>,
 
     /// File mode mask for files forkhorn creates (octal, e.g. 0o022 or 022).
-    #[arg(short = 'm', long, value_name = "MASK")]
-    pub umask: Option<String>,
+    #[arg(short = 'm', long, value_name = "MASK", value_parser = umask)]
+    pub umask: Option<u32>,
 
     /// Give workers the user's supplementary groups (from /etc/group).
     #[arg(long)]
     pub initgroups: bool,
 }
 
-/// The checked configuration.
+/// A flag in seconds that a program sets with a `Duration`
+/// ([`crate::Server::builder`]) rather than with words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondsFlag {
+    /// `--timeout`.
+    Timeout,
+    /// `--graceful-timeout`.
+    GracefulTimeout,
+    /// `--keep-alive`.
+    KeepAlive,
+}
+
+impl SecondsFlag {
+    /// The flag's long name, without dashes.
+    pub fn long(self) -> &'static str {
+        match self {
+            SecondsFlag::Timeout => "timeout",
+            SecondsFlag::GracefulTimeout => "graceful-timeout",
+            SecondsFlag::KeepAlive => "keep-alive",
+        }
+    }
+}
+
+impl Args {
+    /// Set a flag in seconds to `d` as it is, with the flag's own range
+    /// check (its value parser's, and its message).
+    pub fn set_seconds(&mut self, flag: SecondsFlag, d: Duration) -> Result<(), String> {
+        let name = format!("--{}", flag.long());
+        let field = match flag {
+            SecondsFlag::Timeout => &mut self.timeout,
+            SecondsFlag::GracefulTimeout => &mut self.graceful_timeout,
+            SecondsFlag::KeepAlive => &mut self.keep_alive,
+        };
+        if d.as_secs_f64() >= MAX_SECONDS {
+            return Err(format!(
+                "{name} {}: must be a number of seconds, 0 or more",
+                d.as_secs_f64()
+            ));
+        }
+        *field = d;
+        Ok(())
+    }
+}
+
+/// The checked configuration, split by who holds each setting.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// App spec, e.g. `hello` (checked against the built-in apps by `apps::build`).
+    /// What the master set up at start and holds for its whole life: a
+    /// reload cannot change it (a restart or a USR2 upgrade can).
+    pub master: MasterSettings,
+    /// How workers are run: a reload (HUP) applies it to the next generation.
+    pub worker: WorkerSettings,
+}
+
+/// Settings the master acts on once, at start (sockets bound, files opened,
+/// the process mask set, the app factory built). A reload that changes one
+/// logs a warning naming it (`MasterSettings::changed`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasterSettings {
+    /// App spec, e.g. `hello` (checked against the built-in apps by
+    /// `apps::build`); the built-in app factory is made from it at start.
     pub app: String,
+    /// `static:DIR` serves names starting with `.` (`--static-dotfiles`;
+    /// default off: 404); part of the app factory, like `app`.
+    pub static_dotfiles: bool,
     /// Listeners, in the order given.
     pub binds: Vec<BindSpec>,
+    /// listen(2) backlog, given when the listeners are bound.
+    pub backlog: i32,
+    /// File mode mask the master sets at start-up, so workers inherit it
+    /// (`--umask`); None = keep the one forkhorn was started with.
+    pub umask: Option<u32>,
+    /// Where heartbeat files and the balance table are created (and at once
+    /// unlinked).
+    pub worker_tmp_dir: PathBuf,
+    /// Pidfile of the master, if any.
+    pub pidfile: Option<PathBuf>,
+    /// Where the master listens for `forkhorn ctl`; None = off.
+    pub control_socket: Option<PathBuf>,
+    /// The user named the control socket's path (`--control-socket`). Then
+    /// another forkhorn already there stops this one; at the default path it
+    /// only costs this one its control socket.
+    pub is_control_socket_named: bool,
+    /// Where the master serves /metrics and /healthz; None = off.
+    pub metrics_bind: Option<BindSpec>,
+    /// Access log, if on (opened by the master; workers inherit it).
+    pub access_log: Option<LogTarget>,
+    /// `--error-logfile`; default stderr.
+    pub error_log: LogTarget,
+    /// Least severe level written (`--log-level`); default info.
+    pub log_level: LogLevel,
+}
+
+impl MasterSettings {
+    /// The settings (by their file key) that differ in `new`.
+    pub fn changed(&self, new: &MasterSettings) -> Vec<&'static str> {
+        // Destructured, so a field added to the struct must be listed here.
+        let MasterSettings {
+            app,
+            static_dotfiles,
+            binds,
+            backlog,
+            umask,
+            worker_tmp_dir,
+            pidfile,
+            control_socket,
+            is_control_socket_named,
+            metrics_bind,
+            access_log,
+            error_log,
+            log_level,
+        } = self;
+        let mut changed = Vec::new();
+        let mut note = |differs: bool, key: &'static str| {
+            if differs {
+                changed.push(key);
+            }
+        };
+        note(*app != new.app, "app");
+        note(*static_dotfiles != new.static_dotfiles, "static_dotfiles");
+        note(*binds != new.binds, "bind");
+        note(*backlog != new.backlog, "backlog");
+        note(*umask != new.umask, "umask");
+        note(*worker_tmp_dir != new.worker_tmp_dir, "worker_tmp_dir");
+        note(*pidfile != new.pidfile, "pid");
+        note(
+            (control_socket, is_control_socket_named)
+                != (&new.control_socket, &new.is_control_socket_named),
+            "control_socket",
+        );
+        note(*metrics_bind != new.metrics_bind, "metrics_bind");
+        note(*access_log != new.access_log, "access_logfile");
+        note(*error_log != new.error_log, "error_logfile");
+        note(*log_level != new.log_level, "log_level");
+        changed
+    }
+}
+
+/// Settings for running workers: how many, their limits and timeouts, who
+/// they run as. The master applies a reload's values to the workers it forks
+/// from then on, and to its own checks of them.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
     /// Worker processes to keep running (at least 1).
     pub workers: usize,
     /// Heartbeat silence after which a worker is killed; None = never.
@@ -242,21 +383,9 @@ pub struct Config {
     pub max_requests: u64,
     /// Extra requests each worker may draw on top of max_requests.
     pub max_requests_jitter: u64,
-    /// Where heartbeat files are created (and at once unlinked).
-    pub worker_tmp_dir: PathBuf,
-    /// listen(2) backlog.
-    pub backlog: i32,
-    /// Pidfile of the master, if any.
-    pub pidfile: Option<PathBuf>,
-    /// Access log, if on.
-    pub access_log: Option<LogTarget>,
     /// `--access-logformat`, already known to parse (workers parse it again
     /// after fork); default [`DEFAULT_ACCESS_LOG_FORMAT`].
     pub access_log_format: String,
-    /// `--error-logfile`; default stderr.
-    pub error_log: LogTarget,
-    /// Least severe level written (`--log-level`); default info.
-    pub log_level: LogLevel,
     /// Head size limits.
     pub limits: Limits,
     /// Largest request body; None = unlimited.
@@ -265,16 +394,6 @@ pub struct Config {
     pub worker_connections: usize,
     /// Time a client gets to send a whole head.
     pub header_timeout: Duration,
-    /// `static:DIR` serves names starting with `.` (`--static-dotfiles`; default off: 404).
-    pub static_dotfiles: bool,
-    /// Where the master listens for `forkhorn ctl`; None = off.
-    pub control_socket: Option<PathBuf>,
-    /// The user named the control socket's path (`--control-socket`). Then
-    /// another forkhorn already there stops this one; at the default path it
-    /// only costs this one its control socket.
-    pub is_control_socket_named: bool,
-    /// Where the master serves /metrics and /healthz; None = off.
-    pub metrics_bind: Option<BindSpec>,
     /// Private memory above which a worker is replaced; None = no limit.
     pub max_worker_memory: Option<u64>,
     /// How often the master reads worker memory (`--memory-check-interval`,
@@ -288,14 +407,12 @@ pub struct Config {
     pub max_boot_failures: Option<u32>,
     /// Detached streams one worker pumps at once.
     pub max_streams_per_worker: usize,
-    /// Who workers run as; None = the master's own user.
+    /// Who workers run as; None = the master's own user. Workers drop to it
+    /// after fork, so a reload's new user applies to the next generation.
     pub worker_identity: Option<Identity>,
     /// With `worker_identity`, also give workers the user's supplementary
     /// groups (`--initgroups`; default off: the one group only).
     pub initgroups: bool,
-    /// File mode mask the master sets at start-up, so workers inherit it
-    /// (`--umask`); None = keep the one forkhorn was started with.
-    pub umask: Option<u32>,
 }
 
 /// A bad flag or value, with the fix.
@@ -335,22 +452,125 @@ pub fn usage_error_line(e: &clap::Error) -> String {
         .join("; ")
 }
 
+// Value parsers for the flags: each turns one word into its type, with the
+// message forkhorn gives for a bad value. The message starts with the flag,
+// so `config_file` can point it at the file line or variable it came from.
+
+/// The message of a value parser's refusal (e.g. `--workers 0: at least one
+/// worker is needed`), without clap's wrapping; None for other errors.
+pub fn value_error(e: &clap::Error) -> Option<String> {
+    use std::error::Error;
+    if e.kind() != clap::error::ErrorKind::ValueValidation {
+        return None;
+    }
+    e.source().map(|s| s.to_string())
+}
+
+/// The most seconds a flag takes: later than this, an `Instant` may overflow.
+const MAX_SECONDS: f64 = 1e9;
+
 /// Non-negative seconds, whole or decimal.
-fn seconds(flag: &str, value: &str) -> Result<Duration, ConfigError> {
+fn parse_seconds(flag: &str, value: &str) -> Result<Duration, String> {
     match value.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && (0.0..1e9).contains(&s) => Ok(Duration::from_secs_f64(s)),
-        Ok(_) => bail!("{flag} {value}: must be a number of seconds, 0 or more"),
-        Err(_) => bail!("{flag} {value:?}: not a number of seconds (e.g. {flag} 30)"),
+        Ok(s) if s.is_finite() && (0.0..MAX_SECONDS).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        Ok(_) => Err(format!(
+            "{flag} {value}: must be a number of seconds, 0 or more"
+        )),
+        Err(_) => Err(format!(
+            "{flag} {value:?}: not a number of seconds (e.g. {flag} 30)"
+        )),
     }
 }
 
-fn count<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, ConfigError> {
+/// A whole number, 0 or more.
+fn parse_count<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
     match value.trim().parse::<T>() {
         Ok(n) => Ok(n),
         Err(_) if value.trim().starts_with('-') => {
-            bail!("{flag} {value}: must not be negative")
+            Err(format!("{flag} {value}: must not be negative"))
         }
-        Err(_) => bail!("{flag} {value:?}: not a whole number"),
+        Err(_) => Err(format!("{flag} {value:?}: not a whole number")),
+    }
+}
+
+/// The value parser for a flag in seconds.
+fn seconds(
+    flag: &'static str,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |value| parse_seconds(flag, value)
+}
+
+/// The value parser for a flag that counts something.
+fn count<T: std::str::FromStr>(
+    flag: &'static str,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |value| parse_count(flag, value)
+}
+
+fn workers(value: &str) -> Result<usize, String> {
+    // Where the value came from (flag, file or WEB_CONCURRENCY) is added by
+    // `config_file::load`, which knows.
+    match parse_count("--workers", value)? {
+        0 => Err("--workers 0: at least one worker is needed".to_owned()),
+        n => Ok(n),
+    }
+}
+
+fn backlog(value: &str) -> Result<i32, String> {
+    match parse_count("--backlog", value)? {
+        n if n < 1 => Err(format!("--backlog {n}: must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+fn log_level(value: &str) -> Result<LogLevel, String> {
+    LogLevel::parse(value).ok_or_else(|| {
+        format!("--log-level {value}: use one of debug, info, warning, error, critical")
+    })
+}
+
+fn worker_connections(value: &str) -> Result<usize, String> {
+    match parse_count("--worker-connections", value)? {
+        0 => Err("--worker-connections 0: a worker needs at least one connection".to_owned()),
+        n => Ok(n),
+    }
+}
+
+fn header_timeout(value: &str) -> Result<Duration, String> {
+    match parse_seconds("--header-timeout", value)? {
+        d if d.is_zero() => {
+            Err("--header-timeout 0: clients need some time to send a request head".to_owned())
+        }
+        d => Ok(d),
+    }
+}
+
+fn memory_check_interval(value: &str) -> Result<Duration, String> {
+    match parse_seconds("--memory-check-interval", value)? {
+        d if d < Duration::from_millis(10) => Err(format!(
+            "--memory-check-interval {value}: must be at least 0.01 seconds"
+        )),
+        d => Ok(d),
+    }
+}
+
+/// MiB, as given (`Config` holds bytes).
+fn max_worker_memory(value: &str) -> Result<u64, String> {
+    match parse_count("--max-worker-memory", value)? {
+        0 => Err(
+            "--max-worker-memory 0: give a limit in MiB, or leave the flag out for none".to_owned(),
+        ),
+        mb => Ok(mb),
+    }
+}
+
+fn umask(value: &str) -> Result<u32, String> {
+    let digits = value.trim_start_matches("0o").trim_start_matches("0O");
+    match u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, 8) {
+        Ok(v) if v <= 0o777 => Ok(v),
+        _ => Err(format!(
+            "--umask {value}: give an octal mask from 0 to 0777, e.g. 022"
+        )),
     }
 }
 
@@ -368,18 +588,9 @@ impl Config {
                 args.worker_class
             );
         }
-        let workers = match &args.workers {
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            Some(w) => {
-                // Where the value came from (flag, file or WEB_CONCURRENCY) is
-                // added by `config_file::Loaded::config`, which knows.
-                let n: usize = count("--workers", w)?;
-                if n == 0 {
-                    bail!("--workers 0: at least one worker is needed");
-                }
-                n
-            }
-        };
+        let workers = args
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let binds = if args.bind.is_empty() {
             // PaaS convention (Heroku, Cloud Run): $PORT on all interfaces.
             let default = match std::env::var("PORT") {
@@ -393,10 +604,6 @@ impl Config {
                 .map(|b| BindSpec::parse(b).map_err(ConfigError))
                 .collect::<Result<Vec<_>, _>>()?
         };
-        let backlog: i32 = count("--backlog", &args.backlog)?;
-        if backlog < 1 {
-            bail!("--backlog {backlog}: must be at least 1");
-        }
         let worker_tmp_dir = match &args.worker_tmp_dir {
             Some(dir) => {
                 check_writable_dir(dir)?;
@@ -404,41 +611,7 @@ impl Config {
             }
             None => default_tmp_dir(),
         };
-        let log_level = LogLevel::parse(&args.log_level).ok_or_else(|| {
-            ConfigError(format!(
-                "--log-level {}: use one of debug, info, warning, error, critical",
-                args.log_level
-            ))
-        })?;
-        let worker_connections: usize = count("--worker-connections", &args.worker_connections)?;
-        if worker_connections == 0 {
-            bail!("--worker-connections 0: a worker needs at least one connection");
-        }
-        let header_timeout = seconds("--header-timeout", &args.header_timeout)?;
-        if header_timeout.is_zero() {
-            bail!("--header-timeout 0: clients need some time to send a request head");
-        }
-        let body: u64 = count("--limit-request-body", &args.limit_request_body)?;
-        let memory_check_interval =
-            seconds("--memory-check-interval", &args.memory_check_interval)?;
-        if memory_check_interval < Duration::from_millis(10) {
-            bail!(
-                "--memory-check-interval {}: must be at least 0.01 seconds",
-                args.memory_check_interval
-            );
-        }
-        let max_worker_memory = match &args.max_worker_memory {
-            None => None,
-            Some(mb) => {
-                let mb: u64 = count("--max-worker-memory", mb)?;
-                if mb == 0 {
-                    bail!(
-                        "--max-worker-memory 0: give a limit in MiB, or leave the flag out for none"
-                    );
-                }
-                Some(mb << 20)
-            }
-        };
+        let body = args.limit_request_body;
         let metrics_bind = match &args.metrics_bind {
             None => None,
             Some(addr) => match BindSpec::parse(addr)
@@ -459,7 +632,7 @@ impl Config {
                 dir.join("forkhorn.ctl")
             }))
         };
-        let max_boot_failures: u32 = count("--max-boot-failures", &args.max_boot_failures)?;
+        let max_boot_failures = args.max_boot_failures;
         let worker_identity = match (&args.user, &args.group) {
             (None, None) => None,
             (user, group) => {
@@ -482,71 +655,60 @@ impl Config {
                 })
             }
         };
-        let umask = match &args.umask {
-            None => None,
-            Some(m) => {
-                let digits = m.trim_start_matches("0o").trim_start_matches("0O");
-                match u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, 8) {
-                    Ok(v) if v <= 0o777 => Some(v),
-                    _ => bail!("--umask {m}: give an octal mask from 0 to 0777, e.g. 022"),
-                }
-            }
-        };
         let access_log_format = args.access_logformat.clone();
         crate::access_log::Format::parse(&access_log_format).map_err(ConfigError)?;
         Ok(Config {
-            app: args.app.clone(),
-            binds,
-            workers,
-            timeout: zero_is_none(seconds("--timeout", &args.timeout)?),
-            graceful_timeout: seconds("--graceful-timeout", &args.graceful_timeout)?,
-            keep_alive: zero_is_none(seconds("--keep-alive", &args.keep_alive)?),
-            max_requests: count("--max-requests", &args.max_requests)?,
-            max_requests_jitter: count("--max-requests-jitter", &args.max_requests_jitter)?,
-            worker_tmp_dir,
-            backlog,
-            pidfile: args.pid.clone(),
-            access_log: args
-                .access_logfile
-                .as_deref()
-                .map(LogTarget::stdout_or_file),
-            access_log_format,
-            error_log: LogTarget::stderr_or_file(&args.error_logfile),
-            log_level,
-            limits: Limits {
-                request_line: count("--limit-request-line", &args.limit_request_line)?,
-                fields: count("--limit-request-fields", &args.limit_request_fields)?,
-                field_size: count("--limit-request-field_size", &args.limit_request_field_size)?,
-                permit_missing_host: args.permit_missing_host,
-                permit_transfer_codings: args.permit_transfer_codings,
-                ..Limits::default()
+            master: MasterSettings {
+                app: args.app.clone(),
+                static_dotfiles: args.static_dotfiles,
+                binds,
+                backlog: args.backlog,
+                umask: args.umask,
+                worker_tmp_dir,
+                pidfile: args.pid.clone(),
+                control_socket,
+                is_control_socket_named: args.control_socket.is_some(),
+                metrics_bind,
+                access_log: args
+                    .access_logfile
+                    .as_deref()
+                    .map(LogTarget::stdout_or_file),
+                error_log: LogTarget::stderr_or_file(&args.error_logfile),
+                log_level: args.log_level,
             },
-            limit_request_body: (body > 0).then_some(body),
-            worker_connections,
-            header_timeout,
-            static_dotfiles: args.static_dotfiles,
-            control_socket,
-            is_control_socket_named: args.control_socket.is_some(),
-            metrics_bind,
-            max_worker_memory,
-            memory_check_interval,
-            slow_request_threshold: args
-                .slow_request_threshold
-                .as_deref()
-                .map(|s| seconds("--slow-request-threshold", s))
-                .transpose()?,
-            min_worker_lifetime: seconds("--min-worker-lifetime", &args.min_worker_lifetime)?,
-            max_boot_failures: (max_boot_failures > 0).then_some(max_boot_failures),
-            max_streams_per_worker: count(
-                "--max-streams-per-worker",
-                &args.max_streams_per_worker,
-            )?,
-            worker_identity,
-            initgroups: args.initgroups,
-            umask,
+            worker: WorkerSettings {
+                workers,
+                timeout: zero_is_none(args.timeout),
+                graceful_timeout: args.graceful_timeout,
+                keep_alive: zero_is_none(args.keep_alive),
+                max_requests: args.max_requests,
+                max_requests_jitter: args.max_requests_jitter,
+                access_log_format,
+                limits: Limits {
+                    request_line: args.limit_request_line,
+                    fields: args.limit_request_fields,
+                    field_size: args.limit_request_field_size,
+                    permit_missing_host: args.permit_missing_host,
+                    permit_transfer_codings: args.permit_transfer_codings,
+                    ..Limits::default()
+                },
+                limit_request_body: (body > 0).then_some(body),
+                worker_connections: args.worker_connections,
+                header_timeout: args.header_timeout,
+                max_worker_memory: args.max_worker_memory.map(|mb| mb << 20),
+                memory_check_interval: args.memory_check_interval,
+                slow_request_threshold: args.slow_request_threshold,
+                min_worker_lifetime: args.min_worker_lifetime,
+                max_boot_failures: (max_boot_failures > 0).then_some(max_boot_failures),
+                max_streams_per_worker: args.max_streams_per_worker,
+                worker_identity,
+                initgroups: args.initgroups,
+            },
         })
     }
+}
 
+impl WorkerSettings {
     /// The request limit for one worker: max_requests plus its own random jitter.
     pub fn draw_max_requests(&self) -> Option<u64> {
         if self.max_requests == 0 {
@@ -598,20 +760,21 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, String> {
         let mut argv = vec!["forkhorn"];
         argv.extend_from_slice(args);
-        let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let args = Args::try_parse_from(argv)
+            .map_err(|e| value_error(&e).unwrap_or_else(|| e.to_string()))?;
         Config::from_args(&args).map_err(|e| e.to_string())
     }
 
     #[test]
     fn defaults_follow_gunicorn() {
         let c = parse(&["-w", "2"]).expect("config");
-        assert_eq!(c.app, "chat");
-        assert_eq!(c.timeout, Some(Duration::from_secs(30)));
-        assert_eq!(c.graceful_timeout, Duration::from_secs(30));
-        assert_eq!(c.keep_alive, Some(Duration::from_secs(5)));
-        assert_eq!(c.backlog, 2048);
-        assert_eq!(c.workers, 2);
-        assert_eq!(c.access_log, None);
+        assert_eq!(c.master.app, "chat");
+        assert_eq!(c.worker.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.worker.graceful_timeout, Duration::from_secs(30));
+        assert_eq!(c.worker.keep_alive, Some(Duration::from_secs(5)));
+        assert_eq!(c.master.backlog, 2048);
+        assert_eq!(c.worker.workers, 2);
+        assert_eq!(c.master.access_log, None);
     }
 
     #[test]
@@ -622,7 +785,7 @@ mod tests {
 
     #[test]
     fn zero_timeout_disables_the_heartbeat_check() {
-        assert_eq!(parse(&["-t", "0"]).expect("config").timeout, None);
+        assert_eq!(parse(&["-t", "0"]).expect("config").worker.timeout, None);
     }
 
     #[test]
@@ -665,12 +828,51 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_names_every_master_held_setting_that_changed_and_no_other() {
+        let running = parse(&["-w", "2", "-t", "30"]).expect("config");
+        let same_master = parse(&["-w", "5", "-t", "7", "--max-requests", "9"]).expect("config");
+        assert_eq!(
+            running.master.changed(&same_master.master),
+            Vec::<&str>::new()
+        );
+        let moved =
+            parse(&["--backlog", "64", "--umask", "077", "-b", "127.0.0.1:9"]).expect("config");
+        assert_eq!(
+            running.master.changed(&moved.master),
+            ["bind", "backlog", "umask"]
+        );
+    }
+
+    #[test]
+    fn a_duration_set_in_code_keeps_every_nanosecond_and_the_flag_s_range() {
+        let mut args = Args::try_parse_from(["forkhorn"]).expect("args");
+        let exact = Duration::new(2, 123_456_789);
+        args.set_seconds(SecondsFlag::Timeout, exact)
+            .expect("in range");
+        args.set_seconds(SecondsFlag::KeepAlive, Duration::ZERO)
+            .expect("zero is off");
+        let c = Config::from_args(&args).expect("config");
+        assert_eq!(c.worker.timeout, Some(exact));
+        assert_eq!(c.worker.keep_alive, None);
+        let err = args
+            .set_seconds(
+                SecondsFlag::GracefulTimeout,
+                Duration::from_secs(2_000_000_000),
+            )
+            .expect_err("too long");
+        assert_eq!(
+            err,
+            "--graceful-timeout 2000000000: must be a number of seconds, 0 or more"
+        );
+    }
+
+    #[test]
     fn jitter_stays_in_its_range() {
         let c = parse(&["--max-requests", "5", "--max-requests-jitter", "3"]).expect("config");
         for _ in 0..200 {
-            let n = c.draw_max_requests().expect("limit");
+            let n = c.worker.draw_max_requests().expect("limit");
             assert!((5..=8).contains(&n), "{n}");
         }
-        assert_eq!(parse(&[]).expect("config").draw_max_requests(), None);
+        assert_eq!(parse(&[]).expect("config").worker.draw_max_requests(), None);
     }
 }

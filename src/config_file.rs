@@ -28,6 +28,106 @@ struct Origin {
     key: String,
 }
 
+/// Why the settings could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// Not a command line forkhorn understands (an unknown flag, a file it
+    /// cannot read): clap's error, shown with where to look for help.
+    Usage(clap::Error),
+    /// A value not valid for its flag, pointed at where it was set.
+    Value(ConfigError),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Usage(e) => f.write_str(&crate::config::usage_error_line(e)),
+            LoadError::Value(e) => f.write_str(&e.0),
+        }
+    }
+}
+
+impl From<clap::Error> for LoadError {
+    fn from(e: clap::Error) -> LoadError {
+        LoadError::Usage(e)
+    }
+}
+
+/// Point an error that starts `--flag VALUE` at where VALUE was set: the
+/// file (file, line and key, from `origins`) or the environment variable
+/// (when `from_env` says the flag's value came from there). Values from the
+/// command line keep the flag's name as it is.
+fn locate(
+    e: ConfigError,
+    origins: &BTreeMap<String, Origin>,
+    from_env: impl Fn(&str) -> bool,
+) -> ConfigError {
+    let cmd = Args::command();
+    for arg in cmd.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        let flag = format!("--{long}");
+        // `--max-requests` must not claim an error about `--max-requests-jitter`.
+        let Some(rest) = e.0.strip_prefix(&flag) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with(':')) {
+            continue;
+        }
+        let id = arg.get_id().as_str();
+        if let Some(o) = origins.get(id) {
+            return ConfigError(format!(
+                "{}:{}: {}: {}",
+                o.file.display(),
+                o.line,
+                o.key,
+                e.0
+            ));
+        }
+        if from_env(id)
+            && let Some(var) = arg.get_env()
+        {
+            let var = var.to_string_lossy();
+            let rest = rest.strip_prefix(' ').unwrap_or(rest);
+            return ConfigError(format!("{var}={rest} ({var} sets {flag}; fix or unset it)"));
+        }
+        return e;
+    }
+    e
+}
+
+/// The one flag definition without its environment variables, to check
+/// what one source (command line, FORKHORN_CMD_ARGS, file) says on its own.
+fn command_without_env() -> clap::Command {
+    Args::command().mut_args(|a| {
+        if a.get_env().is_some() {
+            a.env(None::<&str>)
+        } else {
+            a
+        }
+    })
+}
+
+/// Parse one source's words on their own, so a bad value is blamed on the
+/// source that holds it (`blame` says how).
+fn parse_source(
+    words: &[OsString],
+    blame: impl Fn(ConfigError) -> ConfigError,
+) -> Result<clap::ArgMatches, LoadError> {
+    command_without_env()
+        .try_get_matches_from(words)
+        .map_err(|e| match crate::config::value_error(&e) {
+            Some(message) => LoadError::Value(blame(ConfigError(message))),
+            // Help, version and usage errors as the whole definition gives
+            // them (its help names the environment variables).
+            None => LoadError::Usage(
+                Args::command()
+                    .try_get_matches_from(words)
+                    .err()
+                    .unwrap_or(e),
+            ),
+        })
+}
+
 /// Settings merged from every source.
 pub struct Loaded {
     /// Every source merged into one set of flags, as if all were given on
@@ -43,44 +143,11 @@ impl Loaded {
     /// Check the merged settings; an error caused by a file value names the
     /// file, key and line.
     pub fn config(&self) -> Result<Config, ConfigError> {
-        Config::from_args(&self.args).map_err(|e| self.locate(e))
-    }
-
-    /// Point an error that starts `--flag VALUE` at where VALUE was set:
-    /// the file (file, line and key) or the environment variable. Values
-    /// from the command line keep the flag's name as it is.
-    fn locate(&self, e: ConfigError) -> ConfigError {
-        let cmd = Args::command();
-        for arg in cmd.get_arguments() {
-            let Some(long) = arg.get_long() else { continue };
-            let flag = format!("--{long}");
-            // `--max-requests` must not claim an error about `--max-requests-jitter`.
-            let Some(rest) = e.0.strip_prefix(&flag) else {
-                continue;
-            };
-            if !(rest.starts_with(' ') || rest.starts_with(':')) {
-                continue;
-            }
-            let id = arg.get_id().as_str();
-            if let Some(o) = self.origins.get(id) {
-                return ConfigError(format!(
-                    "{}:{}: {}: {}",
-                    o.file.display(),
-                    o.line,
-                    o.key,
-                    e.0
-                ));
-            }
-            if self.matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable)
-                && let Some(var) = arg.get_env()
-            {
-                let var = var.to_string_lossy();
-                let rest = rest.strip_prefix(' ').unwrap_or(rest);
-                return ConfigError(format!("{var}={rest} ({var} sets {flag}; fix or unset it)"));
-            }
-            return e;
-        }
-        e
+        Config::from_args(&self.args).map_err(|e| {
+            locate(e, &self.origins, |id| {
+                self.matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable)
+            })
+        })
     }
 
     /// Whether an APP argument was given (on the command line, in
@@ -145,25 +212,31 @@ fn toml_scalar(v: &str) -> String {
 }
 
 /// Merge every source into one set of arguments (see the module docs).
-pub fn load(cli: Vec<OsString>) -> Result<Loaded, clap::Error> {
+///
+/// Each source is parsed on its own first, so a bad value is blamed on the
+/// one that holds it: the command line and `FORKHORN_CMD_ARGS` by flag, the
+/// file by file, line and key, the environment by variable.
+pub fn load(cli: Vec<OsString>) -> Result<Loaded, LoadError> {
     let program = cli.first().cloned().unwrap_or_else(|| "forkhorn".into());
-    let cli_only = Args::command().try_get_matches_from(&cli)?;
+    let cli_only = parse_source(&cli, |e| e)?;
     let cli_args = cli.get(1..).unwrap_or_default().to_vec();
 
     let env_args: Vec<OsString> = match std::env::var("FORKHORN_CMD_ARGS") {
         Ok(words) if !words.trim().is_empty() => match shlex::split(&words) {
             Some(w) => w.into_iter().map(OsString::from).collect(),
             None => {
-                return Err(Args::command().error(
+                return Err(LoadError::Usage(Args::command().error(
                     clap::error::ErrorKind::InvalidValue,
                     format!("FORKHORN_CMD_ARGS has an unclosed quote: {words}"),
-                ));
+                )));
             }
         },
         _ => Vec::new(),
     };
-    let env_matches = Args::command()
-        .try_get_matches_from(std::iter::once(program.clone()).chain(env_args.iter().cloned()))?;
+    let env_words: Vec<OsString> = std::iter::once(program.clone())
+        .chain(env_args.iter().cloned())
+        .collect();
+    let env_matches = parse_source(&env_words, |e| e)?;
 
     let config_path = cli_only
         .get_one::<PathBuf>("config")
@@ -183,11 +256,28 @@ pub fn load(cli: Vec<OsString>) -> Result<Loaded, clap::Error> {
     if given_later("bind") {
         file_args = without_flag(file_args, "--bind");
     }
+    let file_words: Vec<OsString> = std::iter::once(program.clone())
+        .chain(file_args.iter().cloned())
+        .collect();
+    match parse_source(&file_words, |e| locate(e, &origins, |_| false)) {
+        Err(e @ LoadError::Value(_)) => return Err(e),
+        // Anything else the merged words below show as they always have.
+        Ok(_) | Err(LoadError::Usage(_)) => {}
+    }
     let mut argv = vec![program];
     argv.extend(file_args);
     argv.extend(env_args);
     argv.extend(cli_args);
-    let matches = Args::command().try_get_matches_from(&argv)?;
+    // Every word was checked above; a bad value now is the environment's.
+    let matches =
+        Args::command().try_get_matches_from(&argv).map_err(
+            |e| match crate::config::value_error(&e) {
+                Some(message) => {
+                    LoadError::Value(locate(ConfigError(message), &BTreeMap::new(), |_| true))
+                }
+                None => LoadError::Usage(e),
+            },
+        )?;
     let args = Args::from_arg_matches(&matches)?;
     // Only settings the file still decides keep pointing at it.
     let origins = origins
@@ -360,9 +450,9 @@ mod tests {
         );
         let loaded = load_with(&path, &["-t", "9"]).expect("load");
         let c = loaded.config().expect("config");
-        assert_eq!(c.workers, 3);
-        assert_eq!(c.timeout, Some(std::time::Duration::from_secs(9)));
-        assert_eq!(c.app, "echo");
+        assert_eq!(c.worker.workers, 3);
+        assert_eq!(c.worker.timeout, Some(std::time::Duration::from_secs(9)));
+        assert_eq!(c.master.app, "echo");
     }
 
     #[test]
@@ -373,7 +463,7 @@ mod tests {
             .config()
             .expect("config");
         assert_eq!(
-            c.binds,
+            c.master.binds,
             vec![crate::listener::BindSpec::parse("127.0.0.1:3").expect("spec")]
         );
     }
@@ -411,10 +501,8 @@ mod tests {
         // max_requests comes from the file, the bad jitter from the command line.
         let path = write("prefix", "max_requests = 10\n");
         let err = load_with(&path, &["--max-requests-jitter", "-1"])
-            .expect("load")
-            .config()
-            .expect_err("bad jitter")
-            .0;
+            .err()
+            .expect("bad jitter");
         assert_eq!(err, "--max-requests-jitter -1: must not be negative");
     }
 
@@ -431,11 +519,7 @@ mod tests {
     #[test]
     fn a_bad_value_names_the_file_key_and_line() {
         let path = write("value", "# comment\ntimeout = -1\n");
-        let err = load_with(&path, &[])
-            .expect("load")
-            .config()
-            .expect_err("bad value")
-            .0;
+        let err = load_with(&path, &[]).err().expect("bad value");
         assert!(
             err.starts_with(&format!("{}:2: timeout: --timeout -1", path.display())),
             "{err}"

@@ -13,7 +13,10 @@
 //!
 //! Follow a request from [`worker`] (the loop) to `worker::exchange` (one
 //! request and response) and [`http`] (framing, no I/O); follow a signal from
-//! [`arbiter`] to [`sys::signals`]. Besides the heartbeat slots
+//! [`master::arbiter`] to [`sys::signals`]. The folders show the two
+//! processes: [`master`] holds what only the master runs, [`worker`] what
+//! only a worker runs; [`sys`] (every raw OS call, every `unsafe` block) and
+//! [`http`] import nothing from the rest. Besides the heartbeat slots
 //! ([`heartbeat`]), master and workers share one more small table,
 //! [`balance`]: how many connections each worker holds, so that a burst of
 //! connections is spread over the workers.
@@ -21,25 +24,17 @@
 pub mod access_log;
 pub mod app;
 pub mod apps;
-pub mod arbiter;
 pub mod balance;
 pub mod config;
 pub mod config_file;
-pub mod control;
 pub mod heartbeat;
 pub mod http;
 pub mod listener;
 pub mod logging;
-pub mod metrics;
-pub mod oneshot;
-pub mod pidfile;
+pub mod master;
 pub mod server;
-pub mod stats;
 pub mod stream;
 pub mod sys;
-pub mod systemd;
-pub mod upgrade;
 pub mod worker;
-pub mod worker_exit;
 
 pub use server::{Server, run};

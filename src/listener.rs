@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
@@ -178,13 +178,7 @@ fn adopt_fd(fd: RawFd) -> io::Result<Listener> {
             format!("--bind fd://{fd}: descriptor {fd} is not a listening socket"),
         )
     };
-    // SAFETY: fcntl(F_GETFD) only asks whether the descriptor is open.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(not_listening());
-    }
-    // SAFETY: the descriptor is open and was handed to us to own (that is
-    // what fd:// means); nothing else in this process uses it.
-    let socket = Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let socket = Socket::from(crate::sys::fd::adopt(fd).ok_or_else(not_listening)?);
     if !socket.is_listener().unwrap_or(false) {
         std::mem::forget(socket);
         return Err(not_listening());

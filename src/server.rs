@@ -13,40 +13,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::App;
-use crate::arbiter::Arbiter;
-use crate::config::{Config, ConfigError};
+/// Kept here too, where the builder's users first met them.
+pub use crate::app::{AppFactory, Hook, Hooks};
+use crate::config::{Config, ConfigError, SecondsFlag};
 use crate::config_file;
 use crate::listener::{BindSpec, Listener};
+use crate::master::arbiter::Arbiter;
 use crate::{apps, logging};
 
 /// Exit status for a bad command line or configuration.
 const EXIT_USAGE: u8 = 2;
 /// Exit status when the server cannot start (bind, log file, pidfile).
 const EXIT_STARTUP: u8 = 1;
-
-/// Builds one worker's app, in the worker, after fork.
-pub type AppFactory = Arc<dyn Fn() -> Result<Box<dyn App>, String>>;
-
-/// A hook: a function with no arguments, run at a point in the server's life.
-pub type Hook = Box<dyn Fn()>;
-
-/// Functions run at points in the server's life.
-///
-/// All but `on_worker_exit` run in the master process, which forks workers
-/// and so must stay single-threaded: a hook must not leave a thread running.
-#[derive(Default)]
-pub struct Hooks {
-    /// In the master, before the listeners are bound.
-    pub on_starting: Option<Hook>,
-    /// In the master, once every worker first serves.
-    pub when_ready: Option<Hook>,
-    /// In the master, on each reload (HUP), before new workers start.
-    pub on_reload: Option<Hook>,
-    /// In the master, just before it exits.
-    pub on_exit: Option<Hook>,
-    /// In each worker, just before it exits normally.
-    pub on_worker_exit: Option<Hook>,
-}
 
 /// Where workers get their app.
 enum AppSource {
@@ -77,6 +55,7 @@ pub fn run<A: App + Clone + 'static>(app: A) -> ExitCode {
         std::env::args_os().collect(),
         AppSource::Custom(factory),
         Hooks::default(),
+        Vec::new(),
     )
 }
 
@@ -84,8 +63,10 @@ pub fn run<A: App + Clone + 'static>(app: A) -> ExitCode {
 pub fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "ctl") {
         use clap::Parser;
-        return match crate::control::CtlArgs::try_parse_from(std::env::args_os().skip(1)) {
-            Ok(args) => ExitCode::from(u8::try_from(crate::control::main(&args)).unwrap_or(1)),
+        return match crate::master::control::CtlArgs::try_parse_from(std::env::args_os().skip(1)) {
+            Ok(args) => {
+                ExitCode::from(u8::try_from(crate::master::control::main(&args)).unwrap_or(1))
+            }
             Err(e) => clap_error(e),
         };
     }
@@ -93,6 +74,7 @@ pub fn main() -> ExitCode {
         std::env::args_os().collect(),
         AppSource::BuiltIn,
         Hooks::default(),
+        Vec::new(),
     )
 }
 
@@ -117,6 +99,7 @@ impl Server {
     pub fn builder() -> Builder {
         Builder {
             words: Vec::new(),
+            durations: Vec::new(),
             app: None,
             hooks: Hooks::default(),
         }
@@ -127,6 +110,10 @@ impl Server {
 pub struct Builder {
     /// Settings as command-line words (validated like the command line).
     words: Vec<OsString>,
+    /// Settings given as `Duration`s: put into the parsed flags as they are
+    /// (not parsed back from text), after the flag's own check. They win
+    /// over the same flag given in `words`.
+    durations: Vec<(SecondsFlag, Duration)>,
     app: Option<AppFactory>,
     hooks: Hooks,
 }
@@ -159,17 +146,25 @@ impl Builder {
 
     /// Heartbeat silence after which a worker is replaced (zero: never).
     pub fn timeout(self, d: Duration) -> Builder {
-        self.option("timeout", d.as_secs_f64())
+        self.seconds(SecondsFlag::Timeout, d)
     }
 
     /// Time workers get to finish on stop or reload.
     pub fn graceful_timeout(self, d: Duration) -> Builder {
-        self.option("graceful-timeout", d.as_secs_f64())
+        self.seconds(SecondsFlag::GracefulTimeout, d)
     }
 
     /// Idle keep-alive time (zero: no keep-alive).
     pub fn keep_alive(self, d: Duration) -> Builder {
-        self.option("keep-alive", d.as_secs_f64())
+        self.seconds(SecondsFlag::KeepAlive, d)
+    }
+
+    /// The `Duration` itself becomes the setting; the word (in seconds)
+    /// still goes to the one flag definition, which checks its range and
+    /// shows it in `--print-config`.
+    fn seconds(mut self, flag: SecondsFlag, d: Duration) -> Builder {
+        self.durations.push((flag, d));
+        self.option(flag.long(), d.as_secs_f64())
     }
 
     /// Recycle workers after `n` requests plus up to `jitter` more.
@@ -251,15 +246,24 @@ impl Builder {
             .next()
             .unwrap_or_else(|| "forkhorn".into());
         let argv = std::iter::once(program).chain(self.words).collect();
-        launch(argv, AppSource::Custom(app), self.hooks)
+        launch(argv, AppSource::Custom(app), self.hooks, self.durations)
     }
 }
 
 /// Load the settings, bind, and run the master until it stops.
-fn launch(argv: Vec<OsString>, source: AppSource, hooks: Hooks) -> ExitCode {
-    let loaded = match config_file::load(argv.clone()) {
+fn launch(
+    argv: Vec<OsString>,
+    source: AppSource,
+    hooks: Hooks,
+    durations: Vec<(SecondsFlag, Duration)>,
+) -> ExitCode {
+    let loaded = match load(&argv, &durations) {
         Ok(loaded) => loaded,
-        Err(e) => return clap_error(e),
+        Err(config_file::LoadError::Usage(e)) => return clap_error(e),
+        Err(e @ config_file::LoadError::Value(_)) => {
+            eprintln!("forkhorn: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
     let args = &loaded.args;
     let builtin = matches!(source, AppSource::BuiltIn);
@@ -272,7 +276,7 @@ fn launch(argv: Vec<OsString>, source: AppSource, hooks: Hooks) -> ExitCode {
     }
     let checked = loaded.config().and_then(|c| {
         if builtin {
-            apps::check(&c.app).map_err(ConfigError)?;
+            apps::check(&c.master.app).map_err(ConfigError)?;
         }
         Ok(c)
     });
@@ -300,30 +304,30 @@ fn launch(argv: Vec<OsString>, source: AppSource, hooks: Hooks) -> ExitCode {
         };
     }
     if let Err(e) = logging::init(
-        &config.error_log,
-        config.access_log.as_ref(),
-        config.log_level,
+        &config.master.error_log,
+        config.master.access_log.as_ref(),
+        config.master.log_level,
     ) {
         eprintln!("forkhorn: {e}");
         return ExitCode::from(EXIT_STARTUP);
     }
     crate::sys::process::raise_fd_limit();
-    if let Some(mask) = config.umask {
+    if let Some(mask) = config.master.umask {
         crate::sys::user::set_umask(mask);
     }
-    if crate::sys::user::is_root() && config.worker_identity.is_none() {
+    if crate::sys::user::is_root() && config.worker.worker_identity.is_none() {
         log::warn!(
             "running as root without --user: workers run as root too; pass -u USER to drop privileges"
         );
     }
     // Sockets handed over by an old master (USR2) are exactly its binds;
     // systemd's replace the default bind and add to explicit ones.
-    let upgrade = crate::upgrade::Inherited::from_env();
+    let upgrade = crate::master::upgrade::Inherited::from_env();
     let from_upgrade = !upgrade.listener_fds.is_empty();
     let inherited = if from_upgrade {
         upgrade.listener_fds.clone()
     } else {
-        crate::systemd::listen_fds()
+        crate::master::systemd::listen_fds()
     };
     adopt_inherited(
         &mut config,
@@ -335,8 +339,8 @@ fn launch(argv: Vec<OsString>, source: AppSource, hooks: Hooks) -> ExitCode {
         hook();
     }
     let mut listeners = Vec::new();
-    for spec in &config.binds {
-        match Listener::bind(spec, config.backlog) {
+    for spec in &config.master.binds {
+        match Listener::bind(spec, config.master.backlog) {
             Ok(l) => listeners.push(l),
             Err(e) => {
                 // Unix socket files already created are removed again.
@@ -349,9 +353,9 @@ fn launch(argv: Vec<OsString>, source: AppSource, hooks: Hooks) -> ExitCode {
     }
     let factory: AppFactory = match source {
         AppSource::BuiltIn => {
-            let spec = config.app.clone();
+            let spec = config.master.app.clone();
             let options = apps::AppOptions {
-                static_dotfiles: config.static_dotfiles,
+                static_dotfiles: config.master.static_dotfiles,
             };
             Arc::new(move || apps::build(&spec, &options))
         }
@@ -367,23 +371,38 @@ fn launch(argv: Vec<OsString>, source: AppSource, hooks: Hooks) -> ExitCode {
     };
     // HUP re-reads every source, the config file included.
     let reload = move || -> Result<Config, String> {
-        let loaded = config_file::load(argv.clone()).map_err(|e| first_line(&e))?;
+        let loaded = load(&argv, &durations).map_err(|e| e.to_string())?;
         let mut config = loaded.config().map_err(|e| e.to_string())?;
         if builtin {
-            apps::check(&config.app)?;
+            apps::check(&config.master.app)?;
         }
         let replace = from_upgrade || loaded.args.bind.is_empty();
         adopt_inherited(&mut config, &inherited, replace, upgrade.metrics_fd);
         Ok(config)
     };
     let mut arbiter = arbiter.with_reloader(Box::new(reload)).with_hooks(hooks);
-    if let Some(relaunch) = crate::upgrade::Relaunch::from_current_process() {
+    if let Some(relaunch) = crate::master::upgrade::Relaunch::from_current_process() {
         arbiter = arbiter.with_relaunch(relaunch);
     }
     if let Some(old) = upgrade.old_master {
         arbiter = arbiter.taking_over_from(old);
     }
     ExitCode::from(u8::try_from(arbiter.run()).unwrap_or(1))
+}
+
+/// Every settings source, then the `Duration`s a builder set.
+fn load(
+    argv: &[OsString],
+    durations: &[(SecondsFlag, Duration)],
+) -> Result<config_file::Loaded, config_file::LoadError> {
+    let mut loaded = config_file::load(argv.to_vec())?;
+    for &(flag, d) in durations {
+        loaded
+            .args
+            .set_seconds(flag, d)
+            .map_err(|e| config_file::LoadError::Value(ConfigError(e)))?;
+    }
+    Ok(loaded)
 }
 
 /// Inherited listening sockets (systemd's, or an old master's on upgrade)
@@ -397,25 +416,27 @@ fn adopt_inherited(
 ) {
     if !inherited.is_empty() {
         if replace {
-            config.binds.clear();
+            config.master.binds.clear();
         }
         config
+            .master
             .binds
             .extend(inherited.iter().map(|&fd| BindSpec::Fd(fd)));
     }
     if let Some(fd) = metrics_fd {
-        config.metrics_bind = Some(BindSpec::Fd(fd));
+        config.master.metrics_bind = Some(BindSpec::Fd(fd));
     }
 }
 
 /// `--check-config`: everything a start would need, without serving:
 /// binds (bound and released at once), log files, the pidfile's directory.
 fn check_config(config: &Config) -> Result<(), String> {
-    for spec in &config.binds {
+    for spec in &config.master.binds {
         let listener = Listener::bind(spec, 1).map_err(|e| e.to_string())?;
         listener.remove_socket_file();
     }
-    for target in std::iter::once(&config.error_log).chain(config.access_log.as_ref()) {
+    for target in std::iter::once(&config.master.error_log).chain(config.master.access_log.as_ref())
+    {
         if let logging::LogTarget::File(path) = target {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -424,7 +445,7 @@ fn check_config(config: &Config) -> Result<(), String> {
                 .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
         }
     }
-    if let Some(pidfile) = &config.pidfile {
+    if let Some(pidfile) = &config.master.pidfile {
         let dir = pidfile
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -442,7 +463,7 @@ fn check_config(config: &Config) -> Result<(), String> {
 /// A start-up failure must reach the person at the terminal even when the
 /// error log goes to a file.
 fn eprintln_if_logging_elsewhere(config: &Config, message: &str) {
-    if config.error_log != logging::LogTarget::Stderr {
+    if config.master.error_log != logging::LogTarget::Stderr {
         eprintln!("forkhorn: {message}");
     }
 }

@@ -1257,7 +1257,14 @@ fn heartbeats_are_stamped_on_the_monotonic_clock() {
     // time anywhere near a heartbeat.
     for (file, source) in [
         ("src/heartbeat.rs", include_str!("../src/heartbeat.rs")),
-        ("src/arbiter.rs", include_str!("../src/arbiter.rs")),
+        (
+            "src/master/arbiter.rs",
+            include_str!("../src/master/arbiter.rs"),
+        ),
+        (
+            "src/master/overdue.rs",
+            include_str!("../src/master/overdue.rs"),
+        ),
         ("src/worker/mod.rs", include_str!("../src/worker/mod.rs")),
     ] {
         for wall_clock in [

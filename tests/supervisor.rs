@@ -366,6 +366,60 @@ fn hup_replaces_every_worker_without_failing_a_request() {
     );
 }
 
+/// Issue 13: a reload applies the workers' settings, and names each setting
+/// only the master holds (here backlog and umask) instead of dropping the
+/// change without a word.
+#[test]
+fn hup_applies_a_new_timeout_and_warns_that_backlog_and_umask_need_a_restart() {
+    let file = TempFile::new("reload.toml");
+    let socket = TempFile::new("reload.ctl");
+    std::fs::write(file.path(), "backlog = 64\numask = \"022\"\ntimeout = 30\n")
+        .expect("write config");
+    let server = Server::start(&[
+        "-c",
+        file.as_str(),
+        "-w",
+        "1",
+        "--control-socket",
+        socket.as_str(),
+        "echo",
+    ]);
+    server.wait_for_workers(1);
+    let status = common::ctl_json(socket.path(), &["status"]);
+    assert_eq!(status["config"]["timeout_s"], 30.0, "{status}");
+
+    std::fs::write(file.path(), "backlog = 128\numask = \"077\"\ntimeout = 7\n")
+        .expect("rewrite config");
+    server.signal(Signal::SIGHUP);
+    assert!(
+        server
+            .log
+            .wait_for(EVENTUALLY, |l| l.contains("Configuration reloaded"))
+            .is_some(),
+        "the reload ran; log:\n{}",
+        server.log
+    );
+    let warnings: Vec<String> = server
+        .log
+        .snapshot()
+        .into_iter()
+        .filter(|l| l.contains("takes effect after a restart or a USR2 upgrade"))
+        .collect();
+    let named = |setting: &str| {
+        warnings
+            .iter()
+            .any(|l| l.contains(&format!("{setting} changed in the configuration")))
+    };
+    assert!(named("backlog"), "backlog is named: {warnings:?}");
+    assert!(named("umask"), "umask is named: {warnings:?}");
+    assert_eq!(warnings.len(), 2, "only those two: {warnings:?}");
+    let status = common::ctl_json(socket.path(), &["status"]);
+    assert_eq!(
+        status["config"]["timeout_s"], 7.0,
+        "the new timeout applies: {status}"
+    );
+}
+
 #[test]
 fn ttin_adds_a_worker_and_ttou_removes_one() {
     let server = Server::start(&["-w", "2", "chaos"]);

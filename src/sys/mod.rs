@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod drain;
+pub mod fd;
 pub mod fdpass;
 pub mod openat2;
 pub mod process;

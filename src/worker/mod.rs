@@ -30,7 +30,7 @@ use self::handoff::Parking;
 use crate::access_log;
 use crate::app::App;
 use crate::balance::{self, Balance};
-use crate::config::Config;
+use crate::config::WorkerSettings;
 use crate::heartbeat::{Slot, WorkerState};
 use crate::http::parse_head;
 use crate::listener::Listener;
@@ -125,7 +125,9 @@ pub type AppFactory<'a> = &'a dyn Fn() -> Result<Box<dyn App>, String>;
 /// Everything a worker gets from the master at fork.
 pub struct Spec<'a> {
     /// The settings (limits, timeouts, keep-alive) the worker serves by.
-    pub config: &'a Config,
+    pub config: &'a WorkerSettings,
+    /// The APP spec, for the log line when the app fails to load.
+    pub app_name: &'a str,
     /// The master's listening sockets, shared by every worker.
     pub listeners: &'a [Listener],
     /// This worker's heartbeat slot; the worker stamps it, the master reads it.
@@ -250,7 +252,7 @@ impl<'a> Worker<'a> {
         }
 
         let app = (spec.app)().map_err(|e| {
-            log::error!("app {:?} failed to load in worker: {e}", spec.config.app);
+            log::error!("app {:?} failed to load in worker: {e}", spec.app_name);
             EXIT_APP_LOAD_FAILED
         })?;
 

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::heartbeat::{DURATION_BUCKETS, WorkerState};
 use crate::http::{Limits, parse_head};
-use crate::stats::{Reason, Snapshot};
+use crate::master::stats::{Reason, Snapshot};
 
 /// A request head ends the request (the endpoint takes no bodies).
 pub fn framing(input: &[u8]) -> Option<usize> {

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::heartbeat::WorkerState;
-use crate::stats::Reason;
+use crate::master::stats::Reason;
 use crate::sys::process::Exit;
 use crate::worker::{EXIT_APP_LOAD_FAILED, EXIT_BOOT_FAILED};
 
@@ -92,6 +92,13 @@ pub fn classify_exit(
             },
         },
     }
+}
+
+/// Whether a worker has settled: it reported ready and stayed up
+/// --min-worker-lifetime, so the app boots and the failed-boot count is
+/// cleared. The same readiness rule as `classify_exit`'s.
+pub fn has_settled(reported: WorkerState, lived: Duration, min_worker_lifetime: Duration) -> bool {
+    reported != WorkerState::Booting && lived >= min_worker_lifetime
 }
 
 /// 100 ms after a vacancy's first failed boot, doubling up to 10 s.
@@ -375,6 +382,19 @@ mod tests {
         );
         assert_eq!(Verdict::CannotBoot.restart_reason(), None);
         assert_eq!(Verdict::AppLoadFailed.restart_reason(), None);
+    }
+
+    #[test]
+    fn a_worker_settles_once_ready_and_min_worker_lifetime_old() {
+        let min = Duration::from_secs(1);
+        let long = Duration::from_secs(5);
+        assert!(!has_settled(WorkerState::Booting, long, min), "never ready");
+        assert!(
+            !has_settled(WorkerState::Idle, Duration::from_millis(50), min),
+            "too young"
+        );
+        assert!(has_settled(WorkerState::Idle, min, min));
+        assert!(has_settled(WorkerState::Busy, long, min));
     }
 
     #[test]

@@ -15,25 +15,25 @@ use std::time::{Duration, Instant};
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use crate::app::{AppFactory, Hooks};
 use crate::balance::Balance;
 use crate::config::Config;
-use crate::control::{self, Command};
 use crate::critical;
 use crate::heartbeat::{Counts, Slot, WorkerState};
 use crate::listener::Listener;
-use crate::oneshot::OneShotServer;
-use crate::pidfile::Pidfile;
-use crate::stats::{Reason, Snapshot, WorkerInfo};
+use crate::master::control::{self, Command};
+use crate::master::oneshot::OneShotServer;
+use crate::master::overdue::{self, Overdue};
+use crate::master::pidfile::Pidfile;
+use crate::master::stats::{Reason, Snapshot, WorkerInfo};
+use crate::master::systemd::{self, Notifier};
+use crate::master::upgrade::{self, Relaunch, Upgrade};
+use crate::master::worker_exit::{self, Ask, CrashRate, HeldVacancies, Verdict, classify_exit};
 use crate::sys::process::{self, Exit, Forked, Pid};
 use crate::sys::procfs;
 use crate::sys::signals::{self, Sig, SignalPipe};
-use crate::systemd::{self, Notifier};
-use crate::upgrade::Relaunch;
 use crate::worker::{self, MASTER_SIGNALS};
-use crate::worker_exit::{self, Ask, CrashRate, HeldVacancies, Verdict, classify_exit};
 
-/// Time between SIGABRT (timeout) and SIGKILL for a worker that is still there.
-const ABORT_GRACE: Duration = Duration::from_secs(1);
 /// How long a quick stop (INT, QUIT) waits before SIGKILL.
 const QUICK_STOP_GRACE: Duration = Duration::from_secs(1);
 /// The longest the master sleeps when nothing is due.
@@ -43,8 +43,6 @@ const IDLE_WAKEUP: Duration = Duration::from_secs(30);
 pub const EXIT_WORKER_BOOT_ERROR: i32 = 3;
 /// Exit status when the app cannot be loaded (as gunicorn).
 pub const EXIT_APP_LOAD_ERROR: i32 = 4;
-
-use crate::server::{AppFactory, Hooks};
 
 /// Re-reads the configuration on HUP (the config file may have changed).
 pub type Reloader = Box<dyn Fn() -> Result<Config, String>>;
@@ -71,7 +69,7 @@ struct WorkerHandle {
 impl WorkerHandle {
     /// Reported ready in its slot and has lived `min_lifetime`.
     fn has_settled(&self, min_lifetime: Duration) -> bool {
-        self.slot.state() != WorkerState::Booting && self.started.elapsed() >= min_lifetime
+        worker_exit::has_settled(self.slot.state(), self.started.elapsed(), min_lifetime)
     }
 
     /// Serving and not about to leave: counts toward the wanted number.
@@ -91,14 +89,58 @@ impl WorkerHandle {
     }
 }
 
+/// Where the master is in its life. Pause and upgrade, which happen while
+/// running, are in [`Upgrade`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lifecycle {
-    Running,
+    /// Keeping the wanted workers running.
+    Running {
+        /// What is still to be announced once the current generation serves.
+        readiness: Readiness,
+    },
     /// Workers were told to stop; SIGKILL for the rest at `deadline`.
     Stopping {
         deadline: Instant,
+        /// TERM (finish requests) rather than INT/QUIT (stop now).
         graceful: bool,
     },
+}
+
+impl Lifecycle {
+    /// Whether a stop (graceful: TERM; quick: INT, QUIT, a fatal failure)
+    /// changes anything: a quick stop cuts a graceful one short; nothing
+    /// changes a quick one, and a second graceful stop is the first.
+    fn is_changed_by_stop(self, graceful: bool) -> bool {
+        match self {
+            Lifecycle::Running { .. } => true,
+            Lifecycle::Stopping {
+                graceful: was_graceful,
+                ..
+            } => was_graceful && !graceful,
+        }
+    }
+}
+
+/// What `announce_readiness` still has to say once every wanted worker of
+/// the current generation serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    /// No generation has served yet: run `when_ready`, then READY=1.
+    Starting,
+    /// A reload started a new generation: READY=1 again.
+    Reloading,
+    /// Said; nothing to announce.
+    Announced,
+}
+
+impl Readiness {
+    /// A reload starts a generation that has to be announced again.
+    fn reloaded(self) -> Readiness {
+        match self {
+            Readiness::Starting => Readiness::Starting,
+            Readiness::Reloading | Readiness::Announced => Readiness::Reloading,
+        }
+    }
 }
 
 /// The master process's state: its workers, listeners and sockets, and
@@ -149,20 +191,15 @@ pub struct Arbiter {
     notifier: Notifier,
     reloader: Option<Reloader>,
     hooks: Hooks,
-    /// Readiness still to be announced: at start, and after each reload.
-    is_announcing: bool,
-    /// Every worker has served at least once (when_ready ran).
-    has_been_ready: bool,
     next_watchdog: Option<Instant>,
     pidfile: Option<Pidfile>,
     /// How to start a new master on USR2; None when it cannot be done.
     relaunch: Option<Relaunch>,
-    /// A new master we started on USR2 that has not taken over yet.
-    new_master: Option<Pid>,
-    /// The master we are replacing (we were started by its USR2).
-    old_master: Option<Pid>,
-    /// WINCH beside a new master: our workers are stopped and not replaced.
-    is_paused: bool,
+    /// Our part in an upgrade (USR2), either role, and the WINCH pause.
+    upgrade: Upgrade,
+    /// Workers over --max-worker-memory, marked to retire; they get their
+    /// TERM once their replacements are forked (`retire_replaced_workers`).
+    to_retire_once_replaced: Vec<Pid>,
 }
 
 impl Arbiter {
@@ -177,16 +214,19 @@ impl Arbiter {
         let signals = SignalPipe::install(MASTER_SIGNALS)?;
         let (notify_read, notify_write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
 
-        let metrics = match &config.metrics_bind {
+        let metrics = match &config.master.metrics_bind {
             Some(spec) => {
                 let l = Listener::bind(spec, 64)
                     .map_err(|e| std::io::Error::new(e.kind(), format!("--metrics-bind: {e}")))?;
                 log::info!("Metrics at: {}/metrics ({})", l.name, process::getpid());
-                Some(OneShotServer::new(l.socket, crate::metrics::framing)?)
+                Some(OneShotServer::new(
+                    l.socket,
+                    crate::master::metrics::framing,
+                )?)
             }
             None => None,
         };
-        let balance = Balance::create_in(&config.worker_tmp_dir)?;
+        let balance = Balance::create_in(&config.master.worker_tmp_dir)?;
         let now = Instant::now();
         let notifier = Notifier::from_env();
         Ok(Arbiter {
@@ -194,11 +234,9 @@ impl Arbiter {
             notifier,
             reloader: None,
             hooks: Hooks::default(),
-            is_announcing: true,
-            has_been_ready: false,
-            wanted: config.workers,
+            wanted: config.worker.workers,
             listener_names: listeners.iter().map(|l| l.name.clone()).collect(),
-            next_memory_check: now + config.memory_check_interval,
+            next_memory_check: now + config.worker.memory_check_interval,
             config,
             listeners,
             app,
@@ -210,7 +248,9 @@ impl Arbiter {
             workers: Vec::new(),
             balance,
             generation: 0,
-            lifecycle: Lifecycle::Running,
+            lifecycle: Lifecycle::Running {
+                readiness: Readiness::Starting,
+            },
             held: HeldVacancies::default(),
             failed_boots: 0,
             spawn_retry_at: None,
@@ -225,9 +265,8 @@ impl Arbiter {
             started: now,
             pidfile: None,
             relaunch: None,
-            new_master: None,
-            old_master: None,
-            is_paused: false,
+            upgrade: Upgrade::None,
+            to_retire_once_replaced: Vec::new(),
         })
     }
 
@@ -240,22 +279,23 @@ impl Arbiter {
     /// We are the new master of an upgrade: take over from `old` once our
     /// workers serve.
     pub fn taking_over_from(mut self, old: Pid) -> Arbiter {
-        self.old_master = Some(old);
+        self.upgrade = Upgrade::TakingOver { old };
         self
     }
 
     /// The pidfile (PIDFILE.2 while taking over) and the control socket.
     fn open_files(&mut self) -> std::io::Result<()> {
-        if let Some(path) = &self.config.pidfile {
-            let path = match self.old_master {
-                Some(_) => second_pidfile(path),
-                None => path.clone(),
+        if let Some(path) = &self.config.master.pidfile {
+            let path = if self.upgrade.is_taking_over() {
+                upgrade::second_pidfile(path)
+            } else {
+                path.clone()
             };
             self.pidfile = Some(Pidfile::create(&path)?);
         }
-        if let Some(path) = &self.config.control_socket {
+        if let Some(path) = &self.config.master.control_socket {
             // A new master takes the socket path over from the old one.
-            match control::bind(path, self.old_master.is_some()) {
+            match control::bind(path, self.upgrade.is_taking_over()) {
                 Ok(socket) => {
                     self.control =
                         Some((OneShotServer::new(socket, control::framing)?, path.clone()))
@@ -266,7 +306,7 @@ impl Arbiter {
                 // At the default path (two servers started alike) the second
                 // one runs without, as it always has.
                 Err(e)
-                    if self.config.is_control_socket_named
+                    if self.config.master.is_control_socket_named
                         && matches!(
                             e.kind(),
                             std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AlreadyExists
@@ -305,12 +345,14 @@ impl Arbiter {
         log::info!("Using worker: sync");
         loop {
             self.handle_signals();
+            self.drain_worker_wakeups();
             self.reap_exited();
             self.note_settled_workers();
-            self.check_heartbeats(Instant::now());
+            self.kill_overdue_workers(Instant::now());
             self.check_memory(Instant::now());
             self.escalate_stop(Instant::now());
             self.spawn_missing();
+            self.retire_replaced_workers();
             self.retire_surplus();
             self.serve_control();
             self.serve_metrics();
@@ -356,23 +398,27 @@ impl Arbiter {
                 other => log::debug!("ignoring signal {other}"),
             }
         }
-        // Drain the wake-up pipe: the loop re-reads every slot anyway.
+    }
+
+    /// Empty the workers' wake-up pipe: a byte there only ends the sleep,
+    /// and the loop's steps re-read every slot anyway.
+    fn drain_worker_wakeups(&mut self) {
         let mut buf = [0u8; 256];
         while matches!(nix::unistd::read(&self.notify_read, &mut buf), Ok(n) if n > 0) {}
     }
 
+    fn is_running(&self) -> bool {
+        matches!(self.lifecycle, Lifecycle::Running { .. })
+    }
+
     fn stop(&mut self, graceful: bool, why: &str) {
-        match self.lifecycle {
-            Lifecycle::Stopping {
-                graceful: false, ..
-            } => return,
-            Lifecycle::Stopping { graceful: true, .. } if graceful => return,
-            _ => {}
+        if !self.lifecycle.is_changed_by_stop(graceful) {
+            return;
         }
         log::info!("Handling {why}");
         self.notifier.send("STOPPING=1");
         let grace = if graceful {
-            self.config.graceful_timeout
+            self.config.worker.graceful_timeout
         } else {
             QUICK_STOP_GRACE
         };
@@ -401,13 +447,12 @@ impl Arbiter {
     /// Start a new generation of workers; the old one is retired once the
     /// new one is serving (`retire_surplus`), so no request goes unserved.
     fn reload(&mut self, why: &str) {
-        if self.lifecycle != Lifecycle::Running {
+        let Lifecycle::Running { readiness } = self.lifecycle else {
             return;
-        }
-        if self.is_paused {
+        };
+        if self.upgrade.resume() {
             // unicorn's manual rollback: HUP brings the workers back.
             log::info!("Handling {why}; resuming workers stopped by WINCH");
-            self.is_paused = false;
         }
         if let Some(hook) = &self.hooks.on_reload {
             hook();
@@ -426,29 +471,34 @@ impl Arbiter {
             "RELOADING=1\nMONOTONIC_USEC={}",
             systemd::monotonic_usec()
         ));
-        self.is_announcing = true;
+        self.lifecycle = Lifecycle::Running {
+            readiness: readiness.reloaded(),
+        };
     }
 
     /// Once every wanted worker of the current generation serves (at start
     /// and after a reload): finish an upgrade takeover, run `when_ready` the
     /// first time, and tell systemd READY=1; plus the watchdog ping.
     fn announce_readiness(&mut self, now: Instant) {
-        if self.lifecycle != Lifecycle::Running {
+        let Lifecycle::Running { readiness } = self.lifecycle else {
             return;
-        }
+        };
         let ready = self
             .workers
             .iter()
             .filter(|w| w.generation == self.generation && w.is_ready())
             .count();
-        self.complete_takeover(ready >= self.wanted);
-        if self.is_announcing && ready >= self.wanted {
-            self.is_announcing = false;
-            if !self.has_been_ready {
-                self.has_been_ready = true;
-                if let Some(hook) = &self.hooks.when_ready {
-                    hook();
-                }
+        if ready >= self.wanted {
+            self.complete_takeover();
+        }
+        if readiness != Readiness::Announced && ready >= self.wanted {
+            self.lifecycle = Lifecycle::Running {
+                readiness: Readiness::Announced,
+            };
+            if readiness == Readiness::Starting
+                && let Some(hook) = &self.hooks.when_ready
+            {
+                hook();
             }
             let served = self.totals().requests;
             self.notifier.send(&format!(
@@ -465,13 +515,11 @@ impl Arbiter {
 
     /// USR2: start the binary again beside us, handing over the listeners.
     fn start_upgrade(&mut self) {
-        if self.lifecycle != Lifecycle::Running {
+        if !self.is_running() {
             return;
         }
-        if let Some(pid) = self.new_master {
-            log::warn!(
-                "Handling signal: usr2; a new master (pid:{pid}) is already starting, ignoring"
-            );
+        if let Some(why) = self.upgrade.refusal() {
+            log::warn!("Handling signal: usr2; {why}");
             return;
         }
         let Some(relaunch) = &self.relaunch else {
@@ -486,7 +534,7 @@ impl Arbiter {
                     "Handling signal: usr2; started new master (pid:{pid}) from {}",
                     relaunch.exe.display()
                 );
-                self.new_master = Some(pid);
+                self.upgrade.started(pid);
             }
             Err(e) => log::error!(
                 "cannot start a new master from {}: {e}; still serving",
@@ -498,12 +546,11 @@ impl Arbiter {
     /// WINCH: beside a new master, stop our workers (and do not replace
     /// them) so the new one serves alone; HUP brings them back.
     fn pause_beside_new_master(&mut self) {
-        if self.new_master.is_none() {
+        if !self.upgrade.pause() {
             log::info!("Handling signal: winch; ignored (no new master beside this one)");
             return;
         }
         log::info!("Handling signal: winch; stopping workers, the new master serves");
-        self.is_paused = true;
         for w in self.workers.iter_mut().filter(|w| w.ask == Ask::Serve) {
             w.retire(Reason::Shutdown);
         }
@@ -512,21 +559,13 @@ impl Arbiter {
     /// The new master of an upgrade, once every worker serves: tell the old
     /// master to drain, put our pidfile in place, and tell systemd who the
     /// main process is now.
-    fn complete_takeover(&mut self, all_ready: bool) {
-        let Some(old) = self.old_master else { return };
-        if !all_ready {
+    fn complete_takeover(&mut self) {
+        let Some(old) = self.upgrade.take_over() else {
             return;
-        }
-        self.old_master = None;
-        // The old master is our parent while it lives; once it is gone its
-        // pid may belong to someone else, who must not get our TERM.
-        if process::getppid() == old {
-            log::info!("Upgrade: workers serving; telling the old master (pid:{old}) to stop");
-            process::signal(old, Sig::SIGTERM);
-        } else {
-            log::info!("Upgrade: workers serving; the old master (pid:{old}) is already gone");
-        }
-        if let (Some(pidfile), Some(path)) = (self.pidfile.as_mut(), self.config.pidfile.as_ref())
+        };
+        upgrade::stop_old_master(old);
+        if let (Some(pidfile), Some(path)) =
+            (self.pidfile.as_mut(), self.config.master.pidfile.as_ref())
             && let Err(e) = pidfile.promote(path)
         {
             log::error!(
@@ -537,54 +576,19 @@ impl Arbiter {
         self.notifier.send(&format!("MAINPID={}", self.pid));
     }
 
-    /// Take re-read settings. New workers get them; what lives in the master
-    /// (listeners, sockets, files it opened) needs a restart or USR2, and
-    /// the log says so.
-    fn apply_config(&mut self, mut new: Config) {
-        let old = &self.config;
-        let mut keep = Vec::new();
-        keep_running(&mut new.binds, &old.binds, "bind", &mut keep);
-        keep_running(
-            &mut new.worker_tmp_dir,
-            &old.worker_tmp_dir,
-            "worker_tmp_dir",
-            &mut keep,
-        );
-        keep_running(
-            &mut new.control_socket,
-            &old.control_socket,
-            "control_socket",
-            &mut keep,
-        );
-        keep_running(
-            &mut new.metrics_bind,
-            &old.metrics_bind,
-            "metrics_bind",
-            &mut keep,
-        );
-        keep_running(&mut new.pidfile, &old.pidfile, "pid", &mut keep);
-        keep_running(
-            &mut new.error_log,
-            &old.error_log,
-            "error_logfile",
-            &mut keep,
-        );
-        keep_running(
-            &mut new.access_log,
-            &old.access_log,
-            "access_logfile",
-            &mut keep,
-        );
-        keep_running(&mut new.log_level, &old.log_level, "log_level", &mut keep);
-        for setting in keep {
+    /// Take re-read settings: new workers get the workers' part; what the
+    /// master holds (listeners, sockets, files it opened) needs a restart or
+    /// USR2, and the log names each such setting that changed.
+    fn apply_config(&mut self, new: Config) {
+        for setting in self.config.master.changed(&new.master) {
             log::warn!(
                 "{setting} changed in the configuration; it takes effect after a restart or a USR2 upgrade"
             );
         }
-        if new.workers != old.workers {
-            self.wanted = new.workers;
+        if new.worker.workers != self.config.worker.workers {
+            self.wanted = new.worker.workers;
         }
-        self.config = new;
+        self.config.worker = new.worker;
         log::info!("Configuration reloaded");
     }
 
@@ -604,11 +608,9 @@ impl Arbiter {
 
     fn reap_exited(&mut self) {
         for (pid, exit) in process::reap_exited() {
-            if self.new_master == Some(pid) {
-                self.new_master = None;
-                self.is_paused = false;
+            if self.upgrade.new_master_exited(pid) {
                 match self.lifecycle {
-                    Lifecycle::Running => log::error!(
+                    Lifecycle::Running { .. } => log::error!(
                         "Upgrade failed: the new master (pid:{pid}) ended with {exit} before taking over; still serving"
                     ),
                     Lifecycle::Stopping { .. } => {
@@ -635,7 +637,7 @@ impl Arbiter {
         let lived = w.started.elapsed();
         let counts = w.slot.counts();
         self.retired.add(&counts);
-        if w.has_settled(self.config.min_worker_lifetime) {
+        if w.has_settled(self.config.worker.min_worker_lifetime) {
             self.failed_boots = 0;
         }
         let verdict = classify_exit(
@@ -643,7 +645,7 @@ impl Arbiter {
             exit,
             w.slot.state(),
             lived,
-            self.config.min_worker_lifetime,
+            self.config.worker.min_worker_lifetime,
         );
         if let Some(reason) = verdict.restart_reason()
             && reason != Reason::Shutdown
@@ -714,6 +716,7 @@ impl Arbiter {
             .unwrap_or_default();
         if self
             .config
+            .worker
             .max_boot_failures
             .is_some_and(|max| self.failed_boots >= max)
         {
@@ -738,7 +741,7 @@ impl Arbiter {
     /// Clear the failed-boot count once a worker has reported ready and
     /// stayed up --min-worker-lifetime: the app does boot.
     fn note_settled_workers(&mut self) {
-        let min_lifetime = self.config.min_worker_lifetime;
+        let min_lifetime = self.config.worker.min_worker_lifetime;
         for w in self.workers.iter_mut().filter(|w| !w.is_settled) {
             if w.has_settled(min_lifetime) {
                 w.is_settled = true;
@@ -760,7 +763,8 @@ impl Arbiter {
             return;
         }
         // Checked at start (Config), so it parses.
-        let Ok(format) = crate::access_log::Format::parse(&self.config.access_log_format) else {
+        let Ok(format) = crate::access_log::Format::parse(&self.config.worker.access_log_format)
+        else {
             return;
         };
         let peer = answer.peer.parse().ok();
@@ -788,25 +792,23 @@ impl Arbiter {
         self.stop(false, "a fatal worker failure");
     }
 
-    /// Time out workers whose heartbeat went silent, and escalate to SIGKILL.
-    fn check_heartbeats(&mut self, now: Instant) {
-        let Some(timeout) = self.config.timeout else {
-            return;
-        };
+    /// Time out workers whose heartbeat went silent (SIGABRT), and SIGKILL
+    /// those still there a grace after it (`overdue`).
+    fn kill_overdue_workers(&mut self, now: Instant) {
+        let timeout = self.config.worker.timeout;
         for w in &mut self.workers {
-            match w.ask {
-                Ask::Serve | Ask::Retire(_) => {
-                    if w.slot.silence() > timeout {
-                        let request = w
-                            .slot
-                            .in_flight()
-                            .map_or_else(|| "(no request in flight)".to_owned(), |r| r.to_string());
-                        critical!("WORKER TIMEOUT (pid:{}) {request}", w.pid);
-                        process::signal(w.pid, Sig::SIGABRT);
-                        w.ask = Ask::Abort(now);
-                    }
+            match overdue::due(w.ask, w.slot.silence(), timeout, now) {
+                None => {}
+                Some(Overdue::Abort) => {
+                    let request = w
+                        .slot
+                        .in_flight()
+                        .map_or_else(|| "(no request in flight)".to_owned(), |r| r.to_string());
+                    critical!("WORKER TIMEOUT (pid:{}) {request}", w.pid);
+                    process::signal(w.pid, Sig::SIGABRT);
+                    w.ask = Ask::Abort(now);
                 }
-                Ask::Abort(at) if now >= at + ABORT_GRACE => {
+                Some(Overdue::Kill) => {
                     log::warn!(
                         "Worker (pid:{}) did not exit on SIGABRT; sending SIGKILL",
                         w.pid
@@ -814,23 +816,22 @@ impl Arbiter {
                     process::signal(w.pid, Sig::SIGKILL);
                     w.ask = Ask::Kill(Reason::Timeout);
                 }
-                Ask::Abort(_) | Ask::Kill(_) => {}
             }
         }
     }
 
-    /// Replace workers whose private memory passed --max-worker-memory. The
-    /// replacement is forked before the old worker is told to go; one far
-    /// over the limit (twice) is killed at once.
+    /// Find workers whose private memory passed --max-worker-memory and mark
+    /// them to retire; `spawn_missing` forks their replacements before
+    /// `retire_replaced_workers` tells them to go. One far over the limit
+    /// (twice) is killed at once.
     fn check_memory(&mut self, now: Instant) {
-        let Some(limit) = self.config.max_worker_memory else {
+        let Some(limit) = self.config.worker.max_worker_memory else {
             return;
         };
-        if now < self.next_memory_check || self.lifecycle != Lifecycle::Running {
+        if now < self.next_memory_check || !self.is_running() {
             return;
         }
-        self.next_memory_check = now + self.config.memory_check_interval;
-        let mut over = Vec::new();
+        self.next_memory_check = now + self.config.worker.memory_check_interval;
         for w in self.workers.iter_mut().filter(|w| w.ask == Ask::Serve) {
             let Some(mem) = procfs::memory(w.pid.as_raw()) else {
                 continue;
@@ -856,14 +857,16 @@ impl Arbiter {
                     mib(limit)
                 );
                 w.ask = Ask::Retire(Reason::Memory);
-                over.push(w.pid);
+                self.to_retire_once_replaced.push(w.pid);
             }
         }
-        if !over.is_empty() {
-            self.spawn_missing();
-            for pid in over {
-                process::signal(pid, Sig::SIGTERM);
-            }
+    }
+
+    /// TERM the workers `check_memory` marked, now that their replacements
+    /// are forked (or could not be: they go all the same).
+    fn retire_replaced_workers(&mut self) {
+        for pid in self.to_retire_once_replaced.drain(..) {
+            process::signal(pid, Sig::SIGTERM);
         }
     }
 
@@ -889,7 +892,7 @@ impl Arbiter {
     /// Fill the vacancies: at once, except those whose worker failed to
     /// boot, which wait out their own backoff.
     fn spawn_missing(&mut self) {
-        if self.lifecycle != Lifecycle::Running || self.is_paused {
+        if !self.is_running() || self.upgrade.is_paused() {
             return;
         }
         let now = Instant::now();
@@ -924,11 +927,11 @@ impl Arbiter {
     }
 
     fn spawn_worker(&mut self, boot_failures: u32) -> std::io::Result<()> {
-        let slot = Slot::create_in(&self.config.worker_tmp_dir)?;
+        let slot = Slot::create_in(&self.config.master.worker_tmp_dir)?;
         let seat = self
             .balance
             .free_seat(self.workers.iter().filter_map(|w| w.seat));
-        let max_requests = self.config.draw_max_requests();
+        let max_requests = self.config.worker.draw_max_requests();
         let mask = signals::block_all()?;
         let forked = process::fork();
         if let Ok(Forked::Child) = forked {
@@ -938,7 +941,8 @@ impl Arbiter {
             close_fds.push(self.notify_read.as_raw_fd());
             close_fds.extend(self.oneshot_servers().flat_map(OneShotServer::fds));
             let spec = worker::Spec {
-                config: &self.config,
+                config: &self.config.worker,
+                app_name: &self.config.master.app,
                 listeners: &self.listeners,
                 slot: &slot,
                 balance: &self.balance,
@@ -975,7 +979,7 @@ impl Arbiter {
     /// the new one is serving (reload), and the oldest ones beyond the wanted
     /// count (TTOU).
     fn retire_surplus(&mut self) {
-        if self.lifecycle != Lifecycle::Running {
+        if !self.is_running() {
             return;
         }
         let generation = self.generation;
@@ -1098,7 +1102,10 @@ impl Arbiter {
         let snapshot = self.snapshot();
         if let Some(server) = self.metrics.as_mut() {
             for p in pending {
-                server.reply(p.index, crate::metrics::answer(&p.request, &snapshot));
+                server.reply(
+                    p.index,
+                    crate::master::metrics::answer(&p.request, &snapshot),
+                );
             }
         }
     }
@@ -1139,13 +1146,13 @@ impl Arbiter {
             master_pid: self.pid.as_raw(),
             uptime: self.started.elapsed(),
             listeners: self.listener_names.clone(),
-            app: self.config.app.clone(),
+            app: self.config.master.app.clone(),
             wanted: self.wanted,
-            timeout: self.config.timeout,
-            graceful_timeout: self.config.graceful_timeout,
-            max_requests: self.config.max_requests,
-            max_requests_jitter: self.config.max_requests_jitter,
-            is_stopping: self.lifecycle != Lifecycle::Running,
+            timeout: self.config.worker.timeout,
+            graceful_timeout: self.config.worker.graceful_timeout,
+            max_requests: self.config.worker.max_requests,
+            max_requests_jitter: self.config.worker.max_requests_jitter,
+            is_stopping: !self.is_running(),
             workers,
             totals: self.totals(),
             restarts: self.restarts.clone(),
@@ -1165,29 +1172,23 @@ impl Arbiter {
     fn next_wakeup(&self) -> Instant {
         let now = Instant::now();
         let mut next = now + IDLE_WAKEUP;
-        if let Some(timeout) = self.config.timeout {
-            for w in &self.workers {
-                let due = match w.ask {
-                    Ask::Serve | Ask::Retire(_) => {
-                        now + timeout.saturating_sub(w.slot.silence()) + Duration::from_millis(1)
-                    }
-                    Ask::Abort(at) => at + ABORT_GRACE,
-                    Ask::Kill(_) => continue,
-                };
-                next = next.min(due);
+        let timeout = self.config.worker.timeout;
+        for w in &self.workers {
+            if let Some((at, _)) = overdue::deadline(w.ask, w.slot.silence(), timeout, now) {
+                next = next.min(at);
             }
         }
         if let Lifecycle::Stopping { deadline, .. } = self.lifecycle {
             next = next.min(deadline);
         }
-        if self.lifecycle == Lifecycle::Running && !self.is_paused {
+        if self.is_running() && !self.upgrade.is_paused() {
             // A held vacancy due while forking is failing waits for the retry.
             let retry = self.spawn_retry_at.unwrap_or(now);
             for at in self.held.due_times().chain(self.spawn_retry_at) {
                 next = next.min(at.max(retry));
             }
         }
-        if self.config.max_worker_memory.is_some() {
+        if self.config.worker.max_worker_memory.is_some() {
             next = next.min(self.next_memory_check);
         }
         if let Some(at) = self.next_watchdog {
@@ -1236,23 +1237,31 @@ impl Arbiter {
     }
 }
 
-/// `PIDFILE.2`: where a new master writes its pid until it takes over.
-fn second_pidfile(path: &std::path::Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".2");
-    PathBuf::from(name)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A setting the running master cannot change in place: keep the running
-/// value and note its name for the log.
-fn keep_running<T: PartialEq + Clone>(
-    new: &mut T,
-    running: &T,
-    name: &'static str,
-    kept: &mut Vec<&'static str>,
-) {
-    if new != running {
-        kept.push(name);
-        *new = running.clone();
+    #[test]
+    fn a_quick_stop_cuts_a_graceful_one_short_and_nothing_changes_a_quick_one() {
+        let running = Lifecycle::Running {
+            readiness: Readiness::Announced,
+        };
+        let stopping = |graceful| Lifecycle::Stopping {
+            deadline: Instant::now(),
+            graceful,
+        };
+        assert!(running.is_changed_by_stop(true));
+        assert!(running.is_changed_by_stop(false));
+        assert!(stopping(true).is_changed_by_stop(false));
+        assert!(!stopping(true).is_changed_by_stop(true));
+        assert!(!stopping(false).is_changed_by_stop(false));
+        assert!(!stopping(false).is_changed_by_stop(true));
+    }
+
+    #[test]
+    fn a_reload_announces_readiness_again_but_when_ready_runs_only_once() {
+        assert_eq!(Readiness::Starting.reloaded(), Readiness::Starting);
+        assert_eq!(Readiness::Announced.reloaded(), Readiness::Reloading);
+        assert_eq!(Readiness::Reloading.reloaded(), Readiness::Reloading);
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::stats::{Reason, Snapshot};
+use crate::master::stats::{Reason, Snapshot};
 
 /// A command the master carries out.
 #[derive(Debug, Clone, PartialEq, Eq)]
