@@ -147,11 +147,23 @@ impl Sse {
         Ok(())
     }
 
-    /// Every event up to the end, each with when it arrived.
+    /// Every event up to the end, each with when it arrived. A stream still
+    /// going after a minute (no reply here takes 15 s) is an error, so a
+    /// reply that never ends fails its test rather than hanging it.
     fn read_to_end(&mut self) -> io::Result<Vec<(Instant, Event)>> {
+        let give_up = Instant::now() + Duration::from_secs(60);
         let mut events = Vec::new();
         while let Some(e) = self.next_event()? {
             events.push((Instant::now(), e));
+            if Instant::now() > give_up {
+                return Err(bad(format!(
+                    "the stream did not end within a minute; its last events: {:?}",
+                    events[events.len().saturating_sub(3)..]
+                        .iter()
+                        .map(|(_, e)| e)
+                        .collect::<Vec<_>>()
+                )));
+            }
         }
         Ok(events)
     }
@@ -286,6 +298,7 @@ impl FakeUpstream {
                                 let _ = serve_fake(sock, &behaviour, &stop, &requests);
                             });
                         }
+                        // Polls the nonblocking listener so `stop` is seen.
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
                     }
                 }
@@ -361,6 +374,7 @@ fn serve_fake(
             if stop.load(Ordering::Relaxed) || Instant::now() > until {
                 return Ok(());
             }
+            // Polls the flag (and `stop`) until the deadline above.
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -388,6 +402,7 @@ fn serve_fake(
                     for delta in deltas {
                         let event = serde_json::json!({"choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": null}]});
                         chunk(&mut out, &format!("data: {event}\n\n"))?;
+                        // Paces the deltas like a model producing tokens.
                         std::thread::sleep(Duration::from_millis(20));
                     }
                     chunk(
@@ -400,6 +415,7 @@ fn serve_fake(
                 Upstream::Hangs | Upstream::SilentUntil(_) => {
                     let until = Instant::now() + Duration::from_secs(30);
                     while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                        // Polls `stop` until the deadline above.
                         std::thread::sleep(Duration::from_millis(20));
                     }
                     Ok(())
@@ -783,14 +799,31 @@ fn a_long_reply_neither_times_out_the_worker_nor_blocks_it() {
     let worker = only_worker(&server);
     let port = server.port;
     let started = Instant::now();
+    // The reader passes each event on as it arrives, so the health checks
+    // below can ride on the stream: one after each token, while the reply is
+    // provably still streaming.
+    let (arrived, events_so_far) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut sse = Sse::post(port, &chat_body("tell me a long story")).expect("POST /chat");
-        sse.read_to_end().expect("the whole stream")
+        let mut events = Vec::new();
+        while let Some(event) = sse.next_event().expect("the whole stream") {
+            let _ = arrived.send(event.clone());
+            events.push((Instant::now(), event));
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the reply did not end within a minute"
+            );
+        }
+        events
     });
     // While the reply streams, the single worker answers at once.
-    std::thread::sleep(Duration::from_millis(500));
     let mut health_checks = 0;
-    while !reader.is_finished() && started.elapsed() < Duration::from_secs(30) {
+    loop {
+        match events_so_far.recv_timeout(EVENTUALLY) {
+            Ok(Event::Token(_)) => {}
+            Ok(Event::Comment(_)) => continue,
+            Ok(Event::Done | Event::Error(_)) | Err(_) => break,
+        }
         let asked = Instant::now();
         let resp = server.get("/health").expect("GET /health");
         let took = asked.elapsed();
@@ -799,8 +832,9 @@ fn a_long_reply_neither_times_out_the_worker_nor_blocks_it() {
             took < Duration::from_secs(1),
             "/health took {took:?} during a reply"
         );
-        health_checks += 1;
-        std::thread::sleep(Duration::from_millis(700));
+        if !reader.is_finished() {
+            health_checks += 1;
+        }
     }
     let events = reader.join().expect("reader thread");
     let words = tokens(&events);

@@ -78,6 +78,8 @@ fn trickle(mut slow: Vec<TcpStream>, stop: Arc<AtomicBool>) -> (Vec<TcpStream>, 
                     }
                 }
             }
+            // Paces the slow clients on purpose (one byte per connection per
+            // second); nothing is being waited for.
             thread::sleep(gap);
         }
         round += 1;
@@ -230,13 +232,19 @@ fn a_head_trickled_one_byte_at_a_time_still_gets_408_at_the_header_timeout() {
 #[test]
 fn a_client_stalling_in_the_middle_of_a_body_holds_only_its_own_worker() {
     let server = Server::start(&["-w", "2", "echo"]);
-    server.wait_for_workers(2);
+    let workers = server.wait_for_workers(2);
+    let held = || workers.iter().map(|w| open_sockets(*w)).sum::<usize>();
+    let idle = held();
     let mut stalled = Client::connect(server.port).expect("connect");
     stalled
         .send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhalf")
         .expect("send half a request");
-    // Give the worker that took it time to be inside the app, waiting.
-    thread::sleep(Duration::from_millis(200));
+    // A worker has taken the stalled connection before the others are sent.
+    assert!(
+        common::wait_until(common::EVENTUALLY, || held() > idle),
+        "no worker took the stalled connection ({idle} sockets when idle, {} now)",
+        held()
+    );
 
     let started = Instant::now();
     let mut served = 0;

@@ -1,7 +1,9 @@
 //! An OpenAI-compatible upstream (llama.cpp's server, vLLM, Ollama):
 //! `POST BASE/chat/completions` with `"stream": true`, its Server-Sent
 //! Events relayed as tokens, over a small HTTP/1.1 client on a std
-//! `TcpStream`.
+//! `TcpStream`: `httparse` reads the response head and the server's own
+//! `http::ChunkedDecoder` a chunked body, so only the request writing, the
+//! timeouts and the event splitting are this file's.
 //!
 //! Every wait is bounded: connects and writes by a few seconds, reads by
 //! the slice the streaming loop asks for (at most a second), so a thread
@@ -15,6 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::model::{Reply, Step};
+use crate::http::{ChunkedDecoder, Limits};
 
 /// How long one connect attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -353,7 +356,7 @@ impl Conn {
             }
             let framing = match (is_chunked, length) {
                 _ if status == 204 || status == 304 => Framing::Length(0),
-                (true, _) => Framing::Chunked(ChunkState::Size),
+                (true, _) => Framing::Chunked,
                 (false, Some(n)) => Framing::Length(n),
                 (false, None) => Framing::UntilClose,
             };
@@ -436,139 +439,67 @@ fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Vec<SocketAddr>, 
 /// How a response body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
-    Chunked(ChunkState),
+    Chunked,
+    Length(u64),
+    UntilClose,
+}
+
+/// Turns the raw bytes of a body into its content, as they arrive. A
+/// chunked body goes through the server's own `http::ChunkedDecoder`, so
+/// the chunked grammar is written (and tested) in one place.
+enum Decoder {
+    Chunked(ChunkedDecoder),
     /// Bytes still to come.
     Length(u64),
     UntilClose,
 }
 
-/// Where a chunked decoder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside a chunk, this many bytes left.
-    Data(u64),
-    /// Expecting the CRLF after a chunk's data.
-    DataEnd,
-    /// After the last chunk, expecting trailer lines up to a blank one.
-    Trailers,
-    Done,
-}
-
-/// Turns the raw bytes of a body into its content, as they arrive.
-struct Decoder {
-    framing: Framing,
-}
-
 impl Decoder {
     fn new(framing: Framing) -> Decoder {
-        Decoder { framing }
+        match framing {
+            // The request limits bound what the upstream may send in chunk
+            // extensions and trailers, as they bound a client.
+            Framing::Chunked => Decoder::Chunked(ChunkedDecoder::new(&Limits::default())),
+            Framing::Length(n) => Decoder::Length(n),
+            Framing::UntilClose => Decoder::UntilClose,
+        }
     }
 
     fn is_done(&self) -> bool {
-        matches!(
-            self.framing,
-            Framing::Chunked(ChunkState::Done) | Framing::Length(0)
-        )
+        match self {
+            Decoder::Chunked(chunked) => chunked.is_done(),
+            Decoder::Length(left) => *left == 0,
+            Decoder::UntilClose => false,
+        }
     }
 
-    /// Move what can be decoded from `raw` to `out`.
+    /// Move what can be decoded from the front of `raw` to `out`.
     fn decode(&mut self, raw: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), String> {
-        match &mut self.framing {
-            Framing::UntilClose => {
-                out.append(raw);
-                Ok(())
-            }
-            Framing::Length(left) => {
+        match self {
+            Decoder::UntilClose => out.append(raw),
+            Decoder::Length(left) => {
                 let take = usize::try_from(*left).unwrap_or(usize::MAX).min(raw.len());
                 out.extend(raw.drain(..take));
                 *left -= take as u64;
-                Ok(())
             }
-            Framing::Chunked(state) => decode_chunked(state, raw, out),
+            Decoder::Chunked(chunked) => {
+                let used = chunked
+                    .decode(raw, out, usize::MAX)
+                    .map_err(|e| format!("the upstream sent a bad chunked body: {e}"))?;
+                raw.drain(..used);
+            }
         }
+        Ok(())
     }
 
     /// The connection ended: fine only where the body may end.
     fn check_end(&self) -> Result<(), String> {
-        match self.framing {
-            Framing::UntilClose => Ok(()),
+        match self {
+            Decoder::UntilClose => Ok(()),
             _ if self.is_done() => Ok(()),
             _ => Err("the upstream closed the connection in the middle of its answer".to_owned()),
         }
     }
-}
-
-fn decode_chunked(
-    state: &mut ChunkState,
-    raw: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-) -> Result<(), String> {
-    loop {
-        match *state {
-            ChunkState::Size => {
-                let Some(line) = take_line(raw)? else {
-                    return Ok(());
-                };
-                let size = line.split(';').next().unwrap_or_default().trim();
-                let size = u64::from_str_radix(size, 16)
-                    .map_err(|_| format!("the upstream sent a bad chunk size {size:?}"))?;
-                *state = if size == 0 {
-                    ChunkState::Trailers
-                } else {
-                    ChunkState::Data(size)
-                };
-            }
-            ChunkState::Data(left) => {
-                if raw.is_empty() {
-                    return Ok(());
-                }
-                let take = usize::try_from(left).unwrap_or(usize::MAX).min(raw.len());
-                out.extend(raw.drain(..take));
-                let left = left - take as u64;
-                *state = if left == 0 {
-                    ChunkState::DataEnd
-                } else {
-                    ChunkState::Data(left)
-                };
-            }
-            ChunkState::DataEnd => {
-                let Some(line) = take_line(raw)? else {
-                    return Ok(());
-                };
-                if !line.is_empty() {
-                    return Err("the upstream's chunk data is not followed by CRLF".to_owned());
-                }
-                *state = ChunkState::Size;
-            }
-            ChunkState::Trailers => {
-                let Some(line) = take_line(raw)? else {
-                    return Ok(());
-                };
-                if line.is_empty() {
-                    *state = ChunkState::Done;
-                }
-            }
-            ChunkState::Done => return Ok(()),
-        }
-    }
-}
-
-/// Take one line (without its CRLF or LF) from the front of `raw`.
-fn take_line(raw: &mut Vec<u8>) -> Result<Option<String>, String> {
-    let Some(end) = raw.iter().position(|&b| b == b'\n') else {
-        if raw.len() > MAX_HEAD_BYTES {
-            return Err("the upstream sent an overlong chunk line".to_owned());
-        }
-        return Ok(None);
-    };
-    let mut line: Vec<u8> = raw.drain(..=end).collect();
-    line.pop();
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    Ok(Some(String::from_utf8_lossy(&line).into_owned()))
 }
 
 // ---------------------------------------------------------------- server-sent events
@@ -922,7 +853,7 @@ mod tests {
     fn chunked_bodies_decode_however_the_bytes_are_split() {
         let wire = b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n";
         for split in 1..wire.len() {
-            let mut decoder = Decoder::new(Framing::Chunked(ChunkState::Size));
+            let mut decoder = Decoder::new(Framing::Chunked);
             let (mut raw, mut out) = (wire[..split].to_vec(), Vec::new());
             decoder.decode(&mut raw, &mut out).expect("first part");
             raw.extend_from_slice(&wire[split..]);
@@ -930,6 +861,35 @@ mod tests {
             assert_eq!(out, b"hello, world", "split at {split}");
             assert!(decoder.is_done(), "split at {split}");
         }
+    }
+
+    #[test]
+    fn a_bad_chunked_body_is_an_error_that_says_why() {
+        let mut decoder = Decoder::new(Framing::Chunked);
+        let (mut raw, mut out) = (b"5\r\nhello\r\nzz\r\n".to_vec(), Vec::new());
+        let err = decoder
+            .decode(&mut raw, &mut out)
+            .expect_err("zz is no size");
+        assert_eq!(
+            err,
+            "the upstream sent a bad chunked body: chunk size starts with byte 0x7a; expected hex digits"
+        );
+        assert_eq!(out, b"hello", "the good chunk before it was kept");
+    }
+
+    #[test]
+    fn a_chunked_body_cut_short_is_an_early_close_and_what_follows_it_is_left() {
+        let mut decoder = Decoder::new(Framing::Chunked);
+        let (mut raw, mut out) = (b"5\r\nhel".to_vec(), Vec::new());
+        decoder.decode(&mut raw, &mut out).expect("decode");
+        assert!(raw.is_empty(), "every byte it could use was taken");
+        assert!(!decoder.is_done());
+        assert!(decoder.check_end().is_err());
+        raw.extend_from_slice(b"lo\r\n0\r\n\r\nextra");
+        decoder.decode(&mut raw, &mut out).expect("decode");
+        assert_eq!(out, b"hello");
+        assert!(decoder.is_done() && decoder.check_end().is_ok());
+        assert_eq!(raw, b"extra", "bytes after the body are not body");
     }
 
     #[test]
@@ -1036,6 +996,32 @@ mod tests {
         assert_eq!(
             steps,
             vec![Step::Token("a".into()), Step::Token("b".into()), Step::Done]
+        );
+    }
+
+    #[test]
+    fn a_chunked_event_stream_split_across_chunks_is_relayed() {
+        let up = answering(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n\
+             14\r\ndata: {\"choices\":[{\"\r\n\
+             1b\r\ndelta\":{\"content\":\"a\"}}]}\n\n\r\n\
+             e\r\ndata: [DONE]\n\n\r\n\
+             0\r\n\r\n",
+        );
+        let steps = run(&mut UpstreamReply::new(up, "hi".to_owned()));
+        assert_eq!(steps, vec![Step::Token("a".into()), Step::Done]);
+    }
+
+    #[test]
+    fn a_bad_chunk_fails_the_reply_with_the_reason() {
+        let up = answering(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n\
+             -5\r\nhello\r\n",
+        );
+        let steps = run(&mut UpstreamReply::new(up, "hi".to_owned()));
+        assert!(
+            matches!(&steps[..], [Step::Failed(e)] if e.contains("bad chunked body: chunk size starts with byte 0x2d")),
+            "{steps:?}"
         );
     }
 
