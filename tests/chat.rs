@@ -792,8 +792,10 @@ fn reply_threads_end_soon_after_their_clients_hang_up() {
 
 #[test]
 fn a_long_reply_neither_times_out_the_worker_nor_blocks_it() {
+    // The reply lasts at least 6 s, twice the timeout: a worker that beat
+    // only between requests would be killed halfway through it.
     let server = Server::start_with_env(
-        &["-w", "1", "-t", "2", "chat"],
+        &["-w", "1", "-t", "3", "chat"],
         &[("FORKHORN_CHAT_TOKEN_MS", "300")],
     );
     let worker = only_worker(&server);
