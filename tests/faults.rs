@@ -181,6 +181,23 @@ const KILL_EVERY: Duration = Duration::from_millis(200);
 /// Kill instants and request lifetimes are taken in different threads.
 const ATTRIBUTION_SLACK: Duration = Duration::from_millis(50);
 
+/// SIGKILL a random live worker every `KILL_EVERY` for `storm`, as a chaos
+/// tool or the OOM killer would; returns when and whom it killed.
+fn sigkill_a_random_worker_every_200ms(server: &Server, storm: Duration) -> Vec<(Instant, i32)> {
+    let mut kills = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < storm {
+        let workers: Vec<i32> = server.workers().into_iter().collect();
+        if !workers.is_empty() {
+            let victim = workers[fastrand::usize(..workers.len())];
+            kills.push((Instant::now(), victim));
+            signal(victim, Signal::SIGKILL);
+        }
+        thread::sleep(KILL_EVERY);
+    }
+    kills
+}
+
 #[test]
 fn sigkilling_a_random_worker_every_200ms_fails_only_requests_in_flight_on_it() {
     // Nearly every worker here dies young. Since issue 12 a booted worker's
@@ -190,17 +207,7 @@ fn sigkilling_a_random_worker_every_200ms_fails_only_requests_in_flight_on_it() 
     let load = Load::start(server.port, 2, "/pid");
     assert!(load.wait_for_more_served(20), "the load got going");
 
-    let mut kills: Vec<(Instant, i32)> = Vec::new();
-    let storm = Instant::now();
-    while storm.elapsed() < KILL_STORM {
-        let workers: Vec<i32> = server.workers().into_iter().collect();
-        if !workers.is_empty() {
-            let victim = workers[fastrand::usize(..workers.len())];
-            kills.push((Instant::now(), victim));
-            signal(victim, Signal::SIGKILL);
-        }
-        thread::sleep(KILL_EVERY);
-    }
+    let kills = sigkill_a_random_worker_every_200ms(&server, KILL_STORM);
 
     let back = server.wait_for_workers(4);
     let killed: BTreeSet<i32> = kills.iter().map(|&(_, pid)| pid).collect();
@@ -1377,17 +1384,8 @@ fn sigkilling_a_booted_worker_every_200ms_for_10s_never_empties_the_server() {
     let load = Load::start(server.port, 4, "/pid");
     assert!(load.wait_for_more_served(20), "the load got going");
 
-    let mut kills: Vec<(Instant, i32)> = Vec::new();
     let storm = Instant::now();
-    while storm.elapsed() < OPERATOR_STORM {
-        let workers: Vec<i32> = server.workers().into_iter().collect();
-        if !workers.is_empty() {
-            let victim = workers[fastrand::usize(..workers.len())];
-            kills.push((Instant::now(), victim));
-            signal(victim, Signal::SIGKILL);
-        }
-        thread::sleep(KILL_EVERY);
-    }
+    let kills = sigkill_a_random_worker_every_200ms(&server, OPERATOR_STORM);
     let last_kill = kills.last().map_or(storm, |&(at, _)| at);
     let killed: BTreeSet<i32> = kills.iter().map(|&(_, pid)| pid).collect();
     let mut workers = BTreeSet::new();
