@@ -693,16 +693,7 @@ fn health_answers_at_once_while_the_upstream_hangs_and_recovers_with_it() {
         (200, Some("ok")),
         "{body}"
     );
-    assert!(
-        !server.log.contains("WORKER TIMEOUT"),
-        "log:\n{}",
-        server.log
-    );
-    assert_eq!(
-        server.workers().into_iter().collect::<Vec<_>>(),
-        vec![worker],
-        "the worker lived on"
-    );
+    assert_lived_on_untimed(&server, worker);
 }
 
 #[test]
@@ -851,16 +842,7 @@ fn a_long_reply_neither_times_out_the_worker_nor_blocks_it() {
         health_checks >= 5,
         "only {health_checks} health checks ran during the reply"
     );
-    assert!(
-        !server.log.contains("WORKER TIMEOUT"),
-        "log:\n{}",
-        server.log
-    );
-    assert_eq!(
-        server.workers().into_iter().collect::<Vec<_>>(),
-        vec![worker],
-        "the worker lived on"
-    );
+    assert_lived_on_untimed(&server, worker);
 }
 
 #[test]
@@ -890,5 +872,19 @@ fn a_reply_thread_waiting_on_a_hung_upstream_ends_soon_after_its_client_hangs_up
         "{} threads {:?} after the hang-up, {idle} when idle",
         thread_count(worker),
         hung_up.elapsed()
+    );
+}
+
+/// The one worker was never timed out and is still the one serving.
+fn assert_lived_on_untimed(server: &Server, worker: i32) {
+    assert!(
+        !server.log.contains("WORKER TIMEOUT"),
+        "log:\n{}",
+        server.log
+    );
+    assert_eq!(
+        server.workers().into_iter().collect::<Vec<_>>(),
+        vec![worker],
+        "the worker lived on"
     );
 }
