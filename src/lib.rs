@@ -19,7 +19,10 @@
 //! [`http`] import nothing from the rest. Besides the heartbeat slots
 //! ([`heartbeat`]), master and workers share one more small table,
 //! [`balance`]: how many connections each worker holds, so that a burst of
-//! connections is spread over the workers.
+//! connections is spread over the workers, and beside it the hand-off
+//! channel through which a worker busy with a long request passes its idle
+//! keep-alive connections to a free one (`worker::handoff`, whose watcher
+//! thread makes every worker two-threaded; the master stays single-threaded).
 
 pub mod access_log;
 pub mod app;
