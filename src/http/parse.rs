@@ -1006,6 +1006,16 @@ fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|e| !e.is_empty())
 }
 
+/// `bytes` as a String, invalid UTF-8 replaced. The request line's bytes
+/// are ASCII once checked, so the plain UTF-8 check (faster than the lossy
+/// decoder's) nearly always takes them as they are.
+fn owned_text(bytes: &[u8]) -> String {
+    std::str::from_utf8(bytes).map_or_else(
+        |_| String::from_utf8_lossy(bytes).into_owned(),
+        str::to_owned,
+    )
+}
+
 /// Applies the framing and connection rules to a head whose syntax is valid.
 fn head_from_fields(
     request: RequestLine<'_>,
@@ -1087,8 +1097,8 @@ fn head_from_fields(
         Version::Http10 => keep_alive_token && !close,
     };
     Ok(RequestHead {
-        method: String::from_utf8_lossy(request.method).into_owned(),
-        target: String::from_utf8_lossy(request.target).into_owned(),
+        method: owned_text(request.method),
+        target: owned_text(request.target),
         version: request.version,
         headers,
         framing,

@@ -332,6 +332,10 @@ fn build_request(
 /// clients do send in paths and queries (`"`, `{`, `|`, ...); those are
 /// percent-encoded for the Uri, while `RawTarget` keeps what was sent.
 fn parse_uri(target: &str) -> Result<http::Uri, String> {
+    // The commonest target, parsed to the same Uri without copying it.
+    if target == "/" {
+        return Ok(http::Uri::from_static("/"));
+    }
     if let Ok(uri) = target.parse() {
         return Ok(uri);
     }
@@ -357,6 +361,14 @@ mod tests {
         let uri = parse_uri("/a/b?x=1&y=2").unwrap();
         assert_eq!(uri.path(), "/a/b");
         assert_eq!(uri.query(), Some("x=1&y=2"));
+    }
+
+    #[test]
+    fn the_root_target_is_the_root_uri() {
+        let uri = parse_uri("/").unwrap();
+        assert_eq!(uri, "/".parse::<http::Uri>().unwrap());
+        assert_eq!(uri.path(), "/");
+        assert_eq!(uri.query(), None);
     }
 
     #[test]
