@@ -225,3 +225,54 @@ fn a_connection_made_during_a_graceful_stop_is_refused_at_once_while_a_detached_
 fn a_connection_made_during_a_graceful_stop_is_refused_at_once_while_a_worker_is_inside_a_stream() {
     stop_during_a_stream("/stream?chunks=15&interval_ms=100");
 }
+
+/// The voluntary context switches of worker `pid`'s hand-off watcher thread
+/// (the task named `handoff`), from /proc.
+fn watcher_wakeups(pid: i32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "handoff" {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+        return status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|n| n.trim().parse().ok());
+    }
+    None
+}
+
+#[test]
+fn an_idle_workers_watcher_thread_sleeps() {
+    // While requests come the watcher looks every 25 ms; a worker that has
+    // started none for a second must cost nothing, its watcher asleep until
+    // the next request.
+    let server = Server::start(&["-w", "1", "chaos"]);
+    let worker = *server.wait_for_workers(1).first().expect("one worker");
+    assert_eq!(server.get("/pid").expect("GET /pid").status, 200);
+
+    let mut last = watcher_wakeups(worker).expect("the worker has a handoff thread");
+    let mut still_since = Instant::now();
+    let asleep = wait_until(EVENTUALLY, || {
+        let now = watcher_wakeups(worker).unwrap_or(u64::MAX);
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        }
+        // Ten of its 25 ms looks without a wake-up: it sleeps on the condvar.
+        still_since.elapsed() >= Duration::from_millis(250)
+    });
+    assert!(
+        asleep,
+        "the idle worker's watcher kept waking up ({last} wake-ups)"
+    );
+
+    // The next request wakes it, and it still serves.
+    assert_eq!(server.get("/pid").expect("GET /pid").status, 200);
+    assert!(
+        wait_until(EVENTUALLY, || watcher_wakeups(worker) > Some(last)),
+        "the watcher did not wake for the next request"
+    );
+}
