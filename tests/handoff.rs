@@ -37,6 +37,16 @@ fn connections_held_by(server: &Server, n: usize) -> (i32, Vec<Client>, Vec<Clie
     );
 }
 
+/// Send `GET /pid` on each of `clients` (idle keep-alive connections) at
+/// once, reading nothing yet.
+fn send_pid_request_on_each(clients: &mut [Client]) {
+    for client in clients {
+        client
+            .send(&request("GET", "/pid", &[], b""))
+            .expect("send on an idle connection");
+    }
+}
+
 #[test]
 fn requests_on_a_busy_workers_idle_connections_are_answered_by_a_free_worker() {
     let server = Server::start(&["-w", "2", "--keep-alive", "30", "chaos"]);
@@ -55,11 +65,7 @@ fn requests_on_a_busy_workers_idle_connections_are_answered_by_a_free_worker() {
 
     // A request on each of A's four idle connections, sent at once.
     let sent = Instant::now();
-    for client in &mut held {
-        client
-            .send(&request("GET", "/pid", &[], b""))
-            .expect("send on an idle connection");
-    }
+    send_pid_request_on_each(&mut held);
     for (i, client) in held.iter_mut().enumerate() {
         let response = client
             .read_response()
@@ -117,11 +123,7 @@ fn when_every_worker_is_busy_handed_off_connections_wait_for_the_first_free_one(
         server.log
     );
 
-    for client in &mut held {
-        client
-            .send(&request("GET", "/pid", &[], b""))
-            .expect("send on an idle connection");
-    }
+    send_pid_request_on_each(&mut held);
     for (i, client) in held.iter_mut().enumerate() {
         let response = client
             .read_response()
