@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""forkhorn benchmark harness: forkhorn vs gunicorn (sync) vs nginx, same run, same machine.
+"""forkhorn benchmark harness: forkhorn vs gunicorn (sync) vs nginx, same run, same machine;
+and forkhorn's embedded CPython vs gunicorn (sync) vs Granian on the same WSGI apps.
 
-Run it through scripts/bench.sh, which installs wrk, nginx, gunicorn and
-matplotlib when missing, builds the release binary and raises `ulimit -n`.
+Run it through scripts/bench.sh, which installs wrk, nginx, gunicorn, Granian,
+Flask and matplotlib when missing, builds the release binary and raises `ulimit -n`.
 
     scripts/bench.sh            # full run (< 15 min), writes docs/benchmarks.{md,png,json}
     scripts/bench.sh --quick    # smoke run (< 3 min), same outputs, fewer/shorter runs
     scripts/bench.sh --render-only   # no run: re-render md/png/README from docs/benchmarks.json
+    scripts/bench.sh --quick --phases python   # only the Python (WSGI) comparison
 
 Every server runs on 127.0.0.1 with 2 worker processes and access logs off.
 Every figure is reported as absolute numbers and as a forkhorn/peer ratio;
@@ -47,11 +49,22 @@ README = ROOT / "README.md"
 BIN = ROOT / "target" / "release" / "forkhorn"
 VENV = SCRIPTS / ".venv"
 GUNICORN = VENV / "bin" / "gunicorn"
+GRANIAN = VENV / "bin" / "granian"
+PYBENCH = SCRIPTS / "python_bench"  # the WSGI apps of the Python phase
 LOGDIR = SCRIPTS / ".logs"
 HOST = "127.0.0.1"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 KINDS = ("forkhorn", "gunicorn", "nginx")
+# The Python phase: each peer runs the same WSGI app from scripts/python_bench/.
+PY_PEERS = ("forkhorn", "granian", "gunicorn")
+# scenario -> (module:app in scripts/python_bench, POST a 4 KiB body)
+PY_APPS = {
+    "plain WSGI hello keep-alive c16": ("wsgi_hello:app", False),
+    "Flask hello keep-alive c16": ("flask_hello:app", False),
+    "4 KiB POST echo keep-alive c16": ("wsgi_echo:app", True),
+}
+PY_PLAIN, PY_FLASK = "plain WSGI hello keep-alive c16", "Flask hello keep-alive c16"
 POST_BYTES = 4096
 
 T_START = time.perf_counter()
@@ -118,6 +131,23 @@ def proc_status(pid: int) -> dict:
                     out[k] = int(v.split()[0])  # kB
     except OSError:
         pass
+    return out
+
+
+def smaps_rollup(pid: int) -> dict:
+    """kB from /proc/PID/smaps_rollup: Rss, Pss, and Private = Private_Clean + Private_Dirty,
+    the memory only this process holds (what each extra worker costs)."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("Rss", "Pss", "Private_Clean", "Private_Dirty", "Shared_Clean", "Shared_Dirty"):
+                    out[k] = int(v.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    if "Private_Clean" in out:
+        out["Private"] = out["Private_Clean"] + out.get("Private_Dirty", 0)
     return out
 
 
@@ -333,10 +363,14 @@ class Server:
     """One server under test: forkhorn, gunicorn (sync) or nginx, as its own process group."""
 
     def __init__(self, kind: str, app: str = "hello", workers: int = 2, extra=(), port: int | None = None,
-                 label: str | None = None):
+                 label: str | None = None, pyapp: str | None = None):
         global _seq
         _seq += 1
         self.kind, self.app, self.nworkers, self.extra = kind, app, workers, list(extra)
+        # module:app from scripts/python_bench/ (the Python phase), else None
+        self.pyapp = pyapp
+        # forkhorn's embedded interpreter finds Flask in the benchmark's venv, as an activated venv would
+        self.env = {"VIRTUAL_ENV": str(VENV)} if kind == "forkhorn" and pyapp else {}
         self.label = label or f"{kind}-{app}-w{workers}"
         self.port = port
         self.proc: subprocess.Popen | None = None
@@ -347,11 +381,21 @@ class Server:
         self.log_path = LOGDIR / f"{_seq:03d}-{self.label}.log"
 
     def argv(self) -> list[str]:
+        if self.kind == "forkhorn" and self.pyapp:
+            port = 0 if self.port is None else self.port
+            return [str(BIN), "-b", f"{HOST}:{port}", "-w", str(self.nworkers), "--chdir", str(PYBENCH),
+                    *self.extra, self.pyapp]
         if self.kind == "forkhorn":
             port = 0 if self.port is None else self.port
             return [str(BIN), "-b", f"{HOST}:{port}", "-w", str(self.nworkers), *self.extra, self.app]
         if self.port is None:
             self.port = free_port()
+        if self.kind == "gunicorn" and self.pyapp:
+            return [str(GUNICORN), "-w", str(self.nworkers), "-k", "sync", "-b", f"{HOST}:{self.port}",
+                    "--worker-tmp-dir", "/dev/shm", "--chdir", str(PYBENCH), *self.extra, self.pyapp]
+        if self.kind == "granian":
+            return [str(GRANIAN), "--interface", "wsgi", "--workers", str(self.nworkers), "--host", HOST,
+                    "--port", str(self.port), "--working-dir", str(PYBENCH), *self.extra, self.pyapp]
         if self.kind == "gunicorn":
             return [str(GUNICORN), "-w", str(self.nworkers), "-k", "sync", "-b", f"{HOST}:{self.port}",
                     "--worker-tmp-dir", "/dev/shm", "--chdir", str(SCRIPTS), *self.extra, f"bench_wsgi:{self.app}"]
@@ -360,7 +404,9 @@ class Server:
         return [NGINX, "-p", str(self.dir), "-c", str(conf), "-e", str(self.dir / "error.log")]
 
     def cmd_template(self, argv) -> str:
-        s = quote(argv).replace(str(ROOT) + "/", "").replace(str(self.dir), "$DIR")
+        s = " ".join(f"{k}={v}" for k, v in self.env.items()) + " " * bool(self.env) + quote(argv)
+        s = s.replace(str(ROOT) + "/", "").replace(str(self.dir), "$DIR")
+        s = re.sub(r"--port \d+", "--port $PORT", s)
         return re.sub(rf"{HOST}:\d+", f"{HOST}:$PORT" if self.kind != "forkhorn" or self.port else f"{HOST}:0", s)
 
     def start(self, wait: bool = True) -> "Server":
@@ -369,7 +415,7 @@ class Server:
         self.logf = open(self.log_path, "wb")
         self.t_start = time.perf_counter()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=self.dir)
+                                     start_new_session=True, cwd=self.dir, env={**os.environ, **self.env})
         self.pid = self.proc.pid
         LIVE.append(self)
         if self.kind == "forkhorn" and self.port is None:
@@ -594,6 +640,11 @@ class Bench:
         self.idle_conns = 1000
         self.reps = 2 if quick else 3  # recovery / timeout / reload / cold start repetitions
         self.hups = 5 if quick else 10
+        # The Python phase's targets are ratios between peers, so even --quick
+        # takes a median of three alternating runs, only shorter ones.
+        self.py_runs = 3 if quick else 5
+        self.py_dur = 2 if quick else 5
+        self.py_mem_reqs = 5_000 if quick else 20_000
         self.R: dict = {"mode": "quick" if quick else "full", "errors": {}}
 
     def rotate(self, items, r):
@@ -757,6 +808,82 @@ class Bench:
                     f"connections ({fh['delta_VmRSS_per_1000'] / 1000:.1f} kB each) vs nginx "
                     f"{ng['delta_VmRSS_per_1000']:,.0f} kB; an idle connection seems to keep its read buffer "
                     f"(src/worker/conn.rs grows `buf` by READ_CHUNK = 16 KiB per read and never shrinks it)")
+
+    # -- figure 9: Python (WSGI) apps: forkhorn's embedded CPython vs Granian vs gunicorn sync --
+    def phase_python(self):
+        out: dict = {"unavailable": {}, "runs": self.py_runs, "dur": self.py_dur}
+        self.R["python"] = out
+        srv: dict = {}
+        for name, (pyapp, _post) in PY_APPS.items():
+            for kind in PY_PEERS:
+                if kind in out["unavailable"]:
+                    continue
+                s = Server(kind, pyapp=pyapp, label=f"{kind}-py-{pyapp.split(':')[0]}")
+                try:
+                    s.start()
+                except (RuntimeError, OSError) as e:
+                    # forkhorn without the Python host (or a broken peer) must not sink the others' figures
+                    s.stop()
+                    out["unavailable"][kind] = str(e)[:600]
+                    anomaly(f"Python phase: {kind} could not serve {pyapp}; its figures are n/a. {str(e)[:300]}")
+                    continue
+                srv[(kind, name)] = s
+        raw: dict = {}
+        for r in range(self.py_runs):
+            for name, (pyapp, post) in PY_APPS.items():
+                kinds = [k for k in PY_PEERS if (k, name) in srv]
+                for kind in self.rotate(kinds, r):
+                    s = srv[(kind, name)]
+                    res = measure(s.port, s, "/", 16, self.py_dur, post=post, label=f"{name} (Python)")
+                    raw.setdefault(name, {}).setdefault(kind, []).append(res)
+                    FOREIGN.append(res["foreign_cpu_pct"])
+                    log(f"run {r + 1}/{self.py_runs} {name:32s} {kind:8s} {res['rps']:9.0f} req/s "
+                        f"p50 {res['p50_ms']:.2f} ms p99 {res['p99_ms']:.2f} ms failed {res['failed']} "
+                        f"(other load {res['foreign_cpu_pct']:.0f}%)")
+        for s in srv.values():
+            s.stop()
+        out["throughput"] = {name: {k: summarize(v) for k, v in d.items()} for name, d in raw.items()}
+        out["memory"] = self.python_memory(out["unavailable"])
+
+    def python_memory(self, unavailable: dict) -> dict:
+        """Per-worker private memory (smaps_rollup Private_Clean + Private_Dirty) after the same
+        Flask requests, for each server's way of loading the app."""
+        pyapp = PY_APPS[PY_FLASK][0]
+        configs = {  # row -> (kind, extra args)
+            "forkhorn --preload": ("forkhorn", ["--preload"]),
+            "forkhorn": ("forkhorn", []),
+            "gunicorn": ("gunicorn", []),
+            "gunicorn --preload": ("gunicorn", ["--preload"]),
+            "granian": ("granian", []),
+        }
+        out = {}
+        for row, (kind, extra) in configs.items():
+            if kind in unavailable:
+                continue
+            s = Server(kind, pyapp=pyapp, extra=extra, label=f"{kind}-py-memory{'-preload' if extra else ''}")
+            try:
+                s.start()
+            except (RuntimeError, OSError) as e:
+                s.stop()
+                anomaly(f"Python memory: `{row}` could not serve {pyapp}; n/a. {str(e)[:300]}")
+                continue
+            time.sleep(0.5)
+            idle = self.py_mem_snapshot(s)
+            res = wrk(s.port, "/", 16, 120, limit=self.py_mem_reqs,
+                      label=f"{self.py_mem_reqs // 1000}k Flask requests (Python memory)", server=s)
+            time.sleep(0.5)
+            after = self.py_mem_snapshot(s)
+            s.stop()
+            priv = [w.get("Private") for w in after["workers"] if w.get("Private") is not None]
+            out[row] = {"idle": idle, "after": after, "requests": res["requests"], "failed": res["failed"],
+                        "worker_private_kb": statistics.mean(priv) if priv else None}
+            log(f"python memory {row:20s} worker Private (kB) idle {[w.get('Private') for w in idle['workers']]}, "
+                f"after {res['requests']} requests {[w.get('Private') for w in after['workers']]}; "
+                f"master {after['master'].get('Private')}")
+        return out
+
+    def py_mem_snapshot(self, s: Server) -> dict:
+        return {"master": smaps_rollup(s.pid), "workers": [dict(pid=p, **smaps_rollup(p)) for p in s.workers()]}
 
     def snapshot(self, s: Server) -> dict:
         return {"master": proc_status(s.pid),
@@ -1059,6 +1186,9 @@ def machine() -> dict:
         "wrk": sh(f"{WRK} -v 2>&1 | head -1").split(" Copyright")[0],
         "nginx": sh(f"{NGINX} -v 2>&1"),
         "gunicorn": sh(f"{GUNICORN} --version"),
+        "granian": sh(f"{GRANIAN} --version") if GRANIAN.exists() else "not installed",
+        "flask": sh(f"{VENV / 'bin' / 'python'} -c 'import flask, importlib.metadata as m; print(m.version(\"flask\"))'"),
+        "venv_python": sh(f"{VENV / 'bin' / 'python'} -c 'import sys; print(sys.version.split()[0], sys.base_prefix)'"),
         "python": sys.version.split()[0],
         "rustc": sh("rustc --version"),
         "forkhorn": sh(f"cd {ROOT} && git rev-parse --short HEAD") + (
@@ -1157,6 +1287,44 @@ def targets(R: dict) -> list[dict]:
     T.append(dict(name="heartbeat cost: server CPU per request, -t 30 vs -t 0", goal="<= 1.02x", value=hc,
                   met=hc is not None and hc <= 1.02,
                   detail=f"req/s ratio {fmt(hb, 3)} (median of {ov.get('pairs', '?')} back-to-back pairs)"))
+    if "python" in R:
+        T += python_targets(R["python"])
+    return T
+
+
+def python_targets(P: dict) -> list[dict]:
+    """The Python (WSGI) phase's targets: forkhorn's embedded CPython against Granian and gunicorn sync."""
+    T = []
+    tp = P.get("throughput", {})
+
+    def get(scn, k, key):
+        return tp.get(scn, {}).get(k, {}).get(key)
+
+    def rps_target(scn, peer, goal, what):
+        f, o = get(scn, "forkhorn", "rps"), get(scn, peer, "rps")
+        x = ratio(f, o)
+        peer_name = "gunicorn sync" if peer == "gunicorn" else "Granian"
+        T.append(dict(name=f"Python: {what} keep-alive req/s vs {peer_name}", goal=f">= {goal:g}x", value=x,
+                      met=x is not None and x >= goal, detail=f"{fmt(f)} vs {fmt(o)} req/s"))
+
+    rps_target(PY_PLAIN, "granian", 1.2, "plain WSGI")
+    rps_target(PY_PLAIN, "gunicorn", 5.0, "plain WSGI")
+    rps_target(PY_FLASK, "granian", 1.0, "Flask hello")
+    # p99 in every Python scenario; the measured value is the worst ratio of the three.
+    per = {scn: ratio(get(scn, "forkhorn", "p99_ms"), get(scn, "granian", "p99_ms")) for scn in PY_APPS}
+    have = [x for x in per.values() if x is not None]
+    worst = max(have) if len(have) == len(PY_APPS) else None
+    T.append(dict(name="Python: p99 latency vs Granian (worst of the 3 apps)", goal="<= 1.0x", value=worst,
+                  met=worst is not None and worst <= 1.0,
+                  detail="; ".join(f"{scn.split(' keep-alive')[0]} {fmt(get(scn, 'forkhorn', 'p99_ms'), 2)} vs "
+                                   f"{fmt(get(scn, 'granian', 'p99_ms'), 2)} ms" for scn in PY_APPS)))
+    mem = P.get("memory", {})
+    f, g = (mem.get(k, {}).get("worker_private_kb") for k in ("forkhorn --preload", "gunicorn"))
+    x = ratio(f, g)
+    T.append(dict(name="Python: forkhorn --preload worker private memory vs gunicorn worker", goal="<= 0.5x",
+                  value=x, met=x is not None and x <= 0.5,
+                  detail=f"{fmt(f)} vs {fmt(g)} kB Private_Clean+Private_Dirty (Flask, after "
+                         f"{mem.get('gunicorn', {}).get('requests', 0):,} requests)"))
     return T
 
 
@@ -1214,8 +1382,10 @@ def write_report(R: dict, argv: list[str], elapsed: float) -> None:
           f"Runs with more than ~10% are noisier than the others; per-run values are in benchmarks.json.\n")
     a("## Machine\n")
     a("| item | value |\n|---|---|")
-    for k in ("cpu", "cpuinfo_cores", "nproc", "kernel", "os", "wrk", "nginx", "gunicorn", "python", "rustc",
-              "forkhorn", "ulimit_n"):
+    for k in ("cpu", "cpuinfo_cores", "nproc", "kernel", "os", "wrk", "nginx", "gunicorn", "granian", "flask",
+              "venv_python", "python", "rustc", "forkhorn", "ulimit_n"):
+        if k not in M:  # reports saved before the Python phase existed
+            continue
         a(f"| {k} | {str(M.get(k, '')).replace('|', '/')} |")
     a("\n```\n$ free -m\n" + M["free"] + "\n```\n")
 
@@ -1397,6 +1567,9 @@ def write_report(R: dict, argv: list[str], elapsed: float) -> None:
                           "and moves with the machine's run-to-run swing")
           + "Compare the rows of this table with each other, not with section 1.\n")
 
+    if R.get("python"):
+        write_python_section(R, a, section)
+
     if R["errors"]:
         a("## Phases that failed\n")
         for k, v in R["errors"].items():
@@ -1429,15 +1602,72 @@ def write_report(R: dict, argv: list[str], elapsed: float) -> None:
     (DOCS / "benchmarks.md").write_text("\n".join(L))
 
 
+def write_python_section(R: dict, a, section) -> None:
+    P = R["python"]
+    M = R["machine"]
+    a(section("Python WSGI apps: forkhorn's embedded CPython vs Granian vs gunicorn (sync)"))
+    a(f"Each peer runs the same app from `scripts/python_bench/` with 2 worker processes: gunicorn "
+      f"{M.get('gunicorn', '').split()[-1].rstrip(')')} `-k sync`, {M.get('granian', 'Granian')} "
+      f"`--interface wsgi` (its defaults otherwise), and forkhorn with `VIRTUAL_ENV=scripts/.venv` so its "
+      f"embedded interpreter finds Flask {M.get('flask', '')} in the benchmark's virtualenv (Python "
+      f"{M.get('venv_python', '?')}). Load: `wrk -t2 -c16 --latency`, keep-alive, {P['dur']} s per run; figures "
+      f"are medians of {P['runs']} runs with the peers' order rotated run by run. Ratios are forkhorn / peer. "
+      "gunicorn's sync worker closes the connection after every response, so its keep-alive figures are one "
+      "connection per request.\n")
+    if P.get("unavailable"):
+        for k, why in P["unavailable"].items():
+            last = [x for x in why.splitlines() if x.strip()][-1:] or [why]
+            a(f"- **{k} did not serve the apps** (its figures are n/a): `{last[0][:200]}`")
+        a("")
+    a("| app | metric | forkhorn | Granian | gunicorn | forkhorn/Granian | forkhorn/gunicorn |")
+    a("|---|---|---|---|---|---|---|")
+    for name, d in P.get("throughput", {}).items():
+        for key, label, nd in (("rps", "req/s", 0), ("p50_ms", "p50 ms", 2), ("p99_ms", "p99 ms", 2),
+                               ("cpu_us_per_req", "server CPU µs/req", 1), ("failed", "failed", 0),
+                               ("foreign_cpu_pct", "other load %", 0)):
+            v = {k: d.get(k, {}).get(key) for k in PY_PEERS}
+            plain = key in ("failed", "foreign_cpu_pct")
+            a(f"| {name if key == 'rps' else ''} | {label} | {fmt(v['forkhorn'], nd)} | {fmt(v['granian'], nd)} | "
+              f"{fmt(v['gunicorn'], nd)} | {'' if plain else rfmt(ratio(v['forkhorn'], v['granian']))} | "
+              f"{'' if plain else rfmt(ratio(v['forkhorn'], v['gunicorn']))} |")
+    a("\nThe echo app returns the POSTed body (wrk's Lua script sends 4 KiB of `x`), so it measures reading "
+      "`wsgi.input` and a 4 KiB response. `server CPU µs/req` is the CPU time of the server's whole process "
+      "group per request.\n")
+    mem = P.get("memory", {})
+    if mem:
+        reqs = next((m["requests"] for m in mem.values()), 0)
+        a(f"Memory per worker (kB, from `/proc/PID/smaps_rollup`), Flask hello, after the same {reqs:,} "
+          "keep-alive requests to each server. *Private* = Private_Clean + Private_Dirty: what the worker holds "
+          "alone, and so what each extra worker costs; pages still shared with the master after fork are in "
+          "Pss/Rss only. gunicorn without `--preload` is how it is usually run (each worker imports the app "
+          "itself); with `--preload` the master imports it before forking, as forkhorn `--preload` does.\n")
+        a("| server | worker Private (mean) | workers' Private (each) | worker Pss (mean) | worker Rss (mean) | "
+          "master Private | Private vs gunicorn | failed |")
+        a("|---|---|---|---|---|---|---|---|")
+        base = mem.get("gunicorn", {}).get("worker_private_kb")
+        for row, m in mem.items():
+            ws = m["after"]["workers"]
+
+            def mean(key, ws=ws):
+                vals = [w.get(key) for w in ws if w.get(key) is not None]
+                return statistics.mean(vals) if vals else None
+
+            a(f"| `{row}` | {fmt(m['worker_private_kb'])} | {'/'.join(str(w.get('Private')) for w in ws)} | "
+              f"{fmt(mean('Pss'))} | {fmt(mean('Rss'))} | {fmt(m['after']['master'].get('Private'))} | "
+              f"{rfmt(ratio(m['worker_private_kb'], base))} | {m['failed']} |")
+        a("")
+
+
 def write_chart(R: dict) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"forkhorn": "#d9480f", "gunicorn": "#2b8a3e", "nginx": "#1c7ed6"}
-    fig, axes = plt.subplots(2, 3, figsize=(19, 11))
-    fig.suptitle(f"forkhorn vs gunicorn (sync) vs nginx — 2 workers, loopback, {R['date']} ({R['mode']} run)",
-                 fontsize=14)
+    colors = {"forkhorn": "#d9480f", "gunicorn": "#2b8a3e", "nginx": "#1c7ed6", "granian": "#7048e8"}
+    nrows = 3 if R.get("python") else 2
+    fig, axes = plt.subplots(nrows, 3, figsize=(19, 5.5 * nrows))
+    fig.suptitle(f"forkhorn vs gunicorn (sync) vs nginx" + ("; Python apps: vs Granian and gunicorn" if R.get("python")
+                 else "") + f" — 2 workers, loopback, {R['date']} ({R['mode']} run)", fontsize=14)
     tp = R.get("throughput", {})
 
     # (a) absolute throughput
@@ -1548,6 +1778,7 @@ def write_chart(R: dict) -> None:
     # this panel (bbox), so no row or column runs off the picture.
     rows = [[textwrap.fill(t["name"], 40), t["goal"], target_value(t), "met" if t["met"] else "MISSED"]
             for t in R.get("targets", [])]
+    table = None
     if rows:
         table = ax.table(cellText=rows, colLabels=["target", "goal", "measured", ""], bbox=(0, 0, 1, 1),
                          colWidths=[0.54, 0.16, 0.17, 0.13], cellLoc="left")
@@ -1556,9 +1787,47 @@ def write_chart(R: dict) -> None:
         for i, r in enumerate(rows, start=1):
             table[i, 3].set_facecolor("#d3f9d8" if r[3] == "met" else "#ffe3e3")
     ax.set_title("targets (forkhorn)")
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    if table is not None and len(rows) > 10:
+        table.set_fontsize(7)
+    if R.get("python"):
+        _python_chart(axes[2], R["python"], colors)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(DOCS / "benchmarks.png", dpi=100)
     plt.close(fig)
+
+
+def _python_chart(axes, P: dict, colors: dict) -> None:
+    """Bottom row: the Python (WSGI) phase: req/s, p99 and worker private memory by peer."""
+    tp = P.get("throughput", {})
+    scn = [s for s in PY_APPS if s in tp]
+    short = [s.replace(" keep-alive c16", "").replace(" hello", "\nhello").replace(" echo", "\necho") for s in scn]
+    width = 0.27
+    for ax, key, title, unit in ((axes[0], "rps", "Python apps: throughput (keep-alive, c16)", "requests/s (median)"),
+                                 (axes[1], "p99_ms", "Python apps: p99 latency (lower is better)", "p99 ms (median)")):
+        for i, k in enumerate(PY_PEERS):
+            vals = [tp[s].get(k, {}).get(key) or 0 for s in scn]
+            bars = ax.bar([x + (i - 1) * width for x in range(len(scn))], vals, width, label=k, color=colors[k])
+            for b, v in zip(bars, vals):
+                if v:
+                    ax.text(b.get_x() + b.get_width() / 2, v, f"{v / 1000:.1f}k" if key == "rps" else f"{v:.1f}",
+                            ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(scn)))
+        ax.set_xticklabels(short, fontsize=8)
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        if scn:
+            ax.legend()
+    ax = axes[2]
+    mem = P.get("memory", {})
+    rows = list(mem)
+    vals = [(mem[r].get("worker_private_kb") or 0) / 1024 for r in rows]
+    bars = ax.bar(range(len(rows)), vals, color=[colors[r.split()[0]] for r in rows])
+    for b, v in zip(bars, vals):
+        ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([r.replace(" ", "\n") for r in rows], fontsize=8)
+    ax.set_ylabel("MiB per worker (Private_Clean + Private_Dirty)")
+    ax.set_title("Python apps: worker private memory (Flask, after the same requests)")
 
 
 def _bar_ratios(ax, items, title, higher_better=True):
@@ -1645,9 +1914,11 @@ def update_readme(R: dict) -> None:
         f"{u.get('forkhorn', {}).get('failed', 'n/a')}{mark(next((n for n in T if n.startswith('failed requests')), ''))} | "
         f"{u.get('gunicorn', {}).get('failed', 'n/a')} | {u.get('nginx', {}).get('failed', 'n/a')} | | |",
         "",
+        *readme_python_lines(R, mark),
         "![benchmarks](docs/benchmarks.png)",
         "",
-        "Rerun (installs wrk, nginx, and gunicorn + matplotlib into `scripts/.venv` if missing; builds the release "
+        "Rerun (installs wrk, nginx, and gunicorn + Granian + Flask + matplotlib into `scripts/.venv` if missing; "
+        "builds the release "
         "binary; rewrites `docs/benchmarks.md`, `docs/benchmarks.png` and this section):",
         "",
         "```sh",
@@ -1669,6 +1940,53 @@ def update_readme(R: dict) -> None:
     README.write_text(text)
 
 
+def readme_python_lines(R: dict, mark) -> list[str]:
+    """README rows for the Python (WSGI) phase, when it ran."""
+    P = R.get("python")
+    if not P:
+        return []
+    tp = P.get("throughput", {})
+
+    def get(scn, k, key="rps"):
+        return tp.get(scn, {}).get(k, {}).get(key)
+
+    mem = P.get("memory", {})
+
+    def priv(row):
+        return mem.get(row, {}).get("worker_private_kb")
+
+    lines = [
+        f"Python WSGI apps (`scripts/python_bench/`), forkhorn's embedded CPython against {R['machine'].get('granian', 'Granian')} "
+        "(`--interface wsgi`) and gunicorn `-k sync`, 2 workers each, keep-alive `wrk -t2 -c16` "
+        f"(median of {P['runs']} runs of {P['dur']} s):",
+        "",
+        "| figure | forkhorn | Granian | gunicorn | vs Granian | vs gunicorn |",
+        "|---|---|---|---|---|---|",
+    ]
+    for scn, short in ((PY_PLAIN, "plain WSGI hello"), (PY_FLASK, "Flask hello"),
+                       ("4 KiB POST echo keep-alive c16", "4 KiB POST echo")):
+        f, g, u = get(scn, "forkhorn"), get(scn, "granian"), get(scn, "gunicorn")
+        mg = mark("Python: plain WSGI keep-alive req/s vs Granian") if scn == PY_PLAIN else (
+            mark("Python: Flask hello keep-alive req/s vs Granian") if scn == PY_FLASK else "")
+        mu = mark("Python: plain WSGI keep-alive req/s vs gunicorn sync") if scn == PY_PLAIN else ""
+        lines.append(f"| {short} req/s | {fmt(f)} | {fmt(g)} | {fmt(u)} | {rfmt(ratio(f, g))}{mg} | "
+                     f"{rfmt(ratio(f, u))}{mu} |")
+        f, g, u = get(scn, "forkhorn", "p99_ms"), get(scn, "granian", "p99_ms"), get(scn, "gunicorn", "p99_ms")
+        lines.append(f"| {short} p99 | {fmt(f, 2)} ms | {fmt(g, 2)} ms | {fmt(u, 2)} ms | {rfmt(ratio(f, g))} | "
+                     f"{rfmt(ratio(f, u))} |")
+    f, g, gp, gr = priv("forkhorn --preload"), priv("gunicorn"), priv("gunicorn --preload"), priv("granian")
+    lines += [
+        f"| Flask worker private memory (forkhorn `--preload`; gunicorn without, as usually run) | {fmt(f)} kB | "
+        f"{fmt(gr)} kB | {fmt(g)} kB (`--preload`: {fmt(gp)} kB) | {rfmt(ratio(f, gr))} | {rfmt(ratio(f, g))}"
+        f"{mark('Python: forkhorn --preload worker private memory vs gunicorn worker')} |",
+        "",
+        f"p99 vs Granian, worst of the three apps: {rfmt(next((t['value'] for t in R['targets'] if t['name'].startswith('Python: p99')), None))}"
+        f"{mark('Python: p99 latency vs Granian (worst of the 3 apps)')}.",
+        "",
+    ]
+    return lines
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -1679,7 +1997,8 @@ def _on_signal(signum, frame):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 short run of each figure (< 3 min)")
-    ap.add_argument("--phases", default="throughput,scale_workers,overheads,memory,cold_start,recovery,timeout,reload",
+    ap.add_argument("--phases",
+                    default="throughput,scale_workers,overheads,memory,cold_start,recovery,timeout,reload,python",
                     help="comma-separated subset (for debugging)")
     ap.add_argument("--no-readme", action="store_true", help="do not touch README.md")
     ap.add_argument("--out", help="where benchmarks.{md,png,json} go (default: docs/ for a full run; "
@@ -1720,7 +2039,10 @@ def main() -> int:
     for p in LOGDIR.iterdir():
         if p.is_file():
             p.unlink()
-    for path, what in ((BIN, "forkhorn (cargo build --release)"), (GUNICORN, "gunicorn"), (WRK, "wrk"), (NGINX, "nginx")):
+    needed = [(BIN, "forkhorn (cargo build --release)"), (GUNICORN, "gunicorn"), (WRK, "wrk"), (NGINX, "nginx")]
+    if "python" in args.phases:
+        needed.append((GRANIAN, "granian"))
+    for path, what in needed:
         if not os.access(path, os.X_OK):
             print(f"missing {what}: {path}; run scripts/bench.sh", file=sys.stderr)
             return 2
@@ -1732,7 +2054,7 @@ def main() -> int:
              idle_conns=b.idle_conns, machine=machine())
     log(f"forkhorn bench ({R['mode']}): {R['machine']['cpu']}, nproc {R['machine']['nproc']}, logs in {LOGDIR}")
     # Noise budget (waits for quiet + reruns of noisy runs), per phase, so the run stays bounded.
-    shares = {"throughput": 50.0, "scale_workers": 20.0, "overheads": 30.0}
+    shares = {"throughput": 50.0, "scale_workers": 20.0, "overheads": 30.0, "python": 30.0}
     scale = 0.1 if args.quick else 1.0
     total_budget = sum(shares.values()) * scale
     R["load_start"] = machine_load()

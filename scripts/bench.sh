@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Benchmark forkhorn against gunicorn (sync) and nginx on this machine.
+# Benchmark forkhorn against gunicorn (sync) and nginx on this machine, and
+# forkhorn's embedded CPython against gunicorn (sync) and Granian on the same
+# WSGI apps (scripts/python_bench/).
 #
 #   scripts/bench.sh            full run (< 15 min)
 #   scripts/bench.sh --quick    1 short run of each figure (< 3 min)
+#   scripts/bench.sh --quick --phases python
+#                               only the Python (WSGI) comparison
 #   scripts/bench.sh --render-only
 #                               no benchmark: re-render docs/benchmarks.md, .png
 #                               and README's section from docs/benchmarks.json
 #
-# Installs what is missing (wrk and nginx with apt-get; gunicorn and matplotlib
-# from PyPI into scripts/.venv), builds target/release/forkhorn, raises
+# Installs what is missing (wrk and nginx with apt-get; gunicorn, Granian, Flask
+# and matplotlib from PyPI into scripts/.venv), builds target/release/forkhorn, raises
 # `ulimit -n`, then runs scripts/bench.py, which writes docs/benchmarks.md,
 # docs/benchmarks.png, docs/benchmarks.json and the "## Benchmarks" section of
 # README.md. All traffic stays on 127.0.0.1. Every server it starts is stopped
@@ -56,7 +60,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     done
 fi
 
-# --- Python venv: gunicorn (latest), matplotlib ----------------------------
+# --- Python venv: gunicorn, granian, flask (latest), matplotlib -------------
+# forkhorn runs the Python apps with VIRTUAL_ENV=scripts/.venv, so this venv's
+# interpreter should be the one forkhorn embeds: the same `python3` (PYTHON=).
 PY=${PYTHON:-python3}
 VENV=scripts/.venv
 if [ ! -x "$VENV/bin/python" ]; then
@@ -65,21 +71,22 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$VENV/bin/pip" install -q --upgrade pip
     installed+=("virtualenv $VENV")
 fi
-for pkg in gunicorn matplotlib; do
+for pkg in gunicorn granian flask matplotlib; do
     if ! "$VENV/bin/python" -c "import $pkg" >/dev/null 2>&1; then
         say "installing $pkg from PyPI into $VENV"
         "$VENV/bin/pip" install -q --upgrade "$pkg"
-        installed+=("$pkg $("$VENV/bin/python" -c "import $pkg; print($pkg.__version__)") (PyPI)")
+        installed+=("$pkg $("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('$pkg'))") (PyPI)")
     fi
 done
 
 if [ ${#installed[@]} -gt 0 ]; then
     say "installed: ${installed[*]}"
 else
-    say "installed: nothing (wrk, nginx, gunicorn, matplotlib already present)"
+    say "installed: nothing (wrk, nginx, gunicorn, granian, flask, matplotlib already present)"
 fi
 say "versions: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $( (nginx -v || /usr/sbin/nginx -v) 2>&1);" \
-    "gunicorn $("$VENV/bin/gunicorn" --version 2>&1 | awk '{print $NF}' | tr -d ")"); $(rustc --version)"
+    "gunicorn $("$VENV/bin/gunicorn" --version 2>&1 | awk '{print $NF}' | tr -d ")");" \
+    "$("$VENV/bin/granian" --version 2>&1); $(rustc --version)"
 
 # --- forkhorn release binary (src/ may be mid-edit: retry) ------------------
 for attempt in 1 2 3 4 5; do
