@@ -5,8 +5,8 @@ and forkhorn's embedded CPython vs gunicorn (sync) vs Granian on the same WSGI a
 Run it through scripts/bench.sh, which installs wrk, nginx, gunicorn, Granian,
 Flask and matplotlib when missing, builds the release binary and raises `ulimit -n`.
 
-    scripts/bench.sh            # full run (< 15 min), writes docs/benchmarks.{md,png,json}
-    scripts/bench.sh --quick    # smoke run (< 3 min), same outputs, fewer/shorter runs
+    scripts/bench.sh            # full run (< 20 min), writes docs/benchmarks.{md,png,json}
+    scripts/bench.sh --quick    # smoke run (< 5 min), same outputs, fewer/shorter runs
     scripts/bench.sh --render-only   # no run: re-render md/png/README from docs/benchmarks.json
     scripts/bench.sh --quick --phases python   # only the Python (WSGI) comparison
 
@@ -1596,7 +1596,7 @@ def write_report(R: dict, argv: list[str], elapsed: float) -> None:
     a("```\n\nnginx.conf (per server):\n")
     a("```nginx\n" + NGINX_CONF.replace("{{", "{").replace("}}", "}") + "```\n")
     a("Raw data: `docs/benchmarks.json`; server logs: `scripts/.logs/` (not committed). Rerun with "
-      "`scripts/bench.sh` (full, < 15 min; writes this file) or `scripts/bench.sh --quick` (< 3 min; writes its "
+      "`scripts/bench.sh` (full, < 20 min; writes this file) or `scripts/bench.sh --quick` (< 5 min; writes its "
       "report to `scripts/.logs/quick/` and leaves docs/ and README.md alone); `scripts/bench.sh --render-only` "
       "re-renders this file, the chart and README's section from `docs/benchmarks.json` without running anything.\n")
     (DOCS / "benchmarks.md").write_text("\n".join(L))
@@ -1922,8 +1922,8 @@ def update_readme(R: dict) -> None:
         "binary; rewrites `docs/benchmarks.md`, `docs/benchmarks.png` and this section):",
         "",
         "```sh",
-        "scripts/bench.sh           # full run, under 15 minutes",
-        "scripts/bench.sh --quick   # 1 short run of each figure, under 3 minutes; report in scripts/.logs/quick/",
+        "scripts/bench.sh           # full run, under 20 minutes",
+        "scripts/bench.sh --quick   # 1 short run of each figure, under 5 minutes; report in scripts/.logs/quick/",
         "scripts/bench.sh --render-only   # no benchmark: re-render the report, chart and this section from docs/benchmarks.json",
         "```",
         "",
@@ -1996,7 +1996,7 @@ def _on_signal(signum, frame):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1 short run of each figure (< 3 min)")
+    ap.add_argument("--quick", action="store_true", help="1 short run of each figure (< 5 min)")
     ap.add_argument("--phases",
                     default="throughput,scale_workers,overheads,memory,cold_start,recovery,timeout,reload,python",
                     help="comma-separated subset (for debugging)")

@@ -3,8 +3,8 @@
 # forkhorn's embedded CPython against gunicorn (sync) and Granian on the same
 # WSGI apps (scripts/python_bench/).
 #
-#   scripts/bench.sh            full run (< 15 min)
-#   scripts/bench.sh --quick    1 short run of each figure (< 3 min)
+#   scripts/bench.sh            full run (< 20 min)
+#   scripts/bench.sh --quick    1 short run of each figure (< 5 min)
 #   scripts/bench.sh --quick --phases python
 #                               only the Python (WSGI) comparison
 #   scripts/bench.sh --render-only
