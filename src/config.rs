@@ -173,6 +173,10 @@ pub struct Args {
     #[arg(long, value_name = "DIRS", value_delimiter = ',')]
     pub pythonpath: Vec<PathBuf>,
 
+    /// Import a Python app in the master before forking, so workers share its memory (code changes then need USR2, not HUP).
+    #[arg(long)]
+    pub preload: bool,
+
     /// Set an environment variable for the app: KEY=VALUE (repeatable).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = env_var)]
     pub env: Vec<(String, String)>,
@@ -339,6 +343,8 @@ pub struct MasterSettings {
     /// Environment the master sets before the app is built, so every
     /// worker inherits it (`--env`).
     pub env: Vec<(String, String)>,
+    /// Import a Python app in the master, before fork (`--preload`).
+    pub preload: bool,
 }
 
 impl MasterSettings {
@@ -362,6 +368,7 @@ impl MasterSettings {
             chdir,
             pythonpath,
             env,
+            preload,
         } = self;
         let mut changed = Vec::new();
         let mut note = |differs: bool, key: &'static str| {
@@ -388,6 +395,7 @@ impl MasterSettings {
         note(*chdir != new.chdir, "chdir");
         note(*pythonpath != new.pythonpath, "pythonpath");
         note(*env != new.env, "env");
+        note(*preload != new.preload, "preload");
         changed
     }
 }
@@ -716,6 +724,7 @@ impl Config {
                 chdir: args.chdir.clone(),
                 pythonpath: args.pythonpath.clone(),
                 env: args.env.clone(),
+                preload: args.preload,
             },
             worker: WorkerSettings {
                 workers,

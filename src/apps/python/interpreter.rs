@@ -103,6 +103,19 @@ pub(crate) struct Loaded {
     pub support: Support,
 }
 
+impl Loaded {
+    pub fn clone_ref(&self, py: Python<'_>) -> Loaded {
+        Loaded {
+            app: self.app.clone_ref(py),
+            support: Support {
+                file_wrapper: self.support.file_wrapper.clone_ref(py),
+                error_stream: self.support.error_stream.clone_ref(py),
+                call_factory: self.support.call_factory.clone_ref(py),
+            },
+        }
+    }
+}
+
 /// Start the interpreter in this process (once) and leave the GIL free:
 /// forkhorn's threads take it only to run Python code.
 pub(crate) fn start() -> Result<(), String> {
@@ -272,6 +285,88 @@ fn import_app(
         obj = support.call_factory.bind(py).call1((obj, args.as_str()))?;
     }
     Ok(obj.unbind())
+}
+
+/// Make this process (the master, after `--preload`) safe to fork with a
+/// live interpreter: refuse if the import left threads running, move the
+/// imported objects out of the garbage collector's reach so its passes do
+/// not dirty the pages workers share, and have every fork run CPython's
+/// own before/after-fork steps.
+pub(crate) fn prepare_for_fork(spec: &PythonSpec) -> Result<(), String> {
+    let threads = std::fs::read_dir("/proc/self/task").map_or(1, Iterator::count);
+    if threads > 1 {
+        return Err(format!(
+            "--preload: importing {spec} left {} thread(s) running in the master besides its own; \
+             a thread alive at fork can hold a lock the workers then wait on forever. \
+             Start threads when the first request comes (or in a post-fork hook), or drop --preload",
+            threads - 1
+        ));
+    }
+    Python::attach(|py| {
+        let gc = py.import("gc")?;
+        gc.call_method0("collect")?;
+        gc.call_method0("freeze")?;
+        PyResult::Ok(())
+    })
+    .map_err(|e| format!("--preload: cannot freeze the imported objects: {e}"))?;
+    // SAFETY: the three handlers only call CPython's fork API, which is
+    // meant for exactly these points; registration happens once, in the
+    // single-threaded master.
+    let rc = unsafe {
+        libc::pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_parent),
+            Some(after_fork_child),
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "--preload: cannot register the fork handlers: {}",
+            std::io::Error::from_raw_os_error(rc)
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the GIL was already held when `before_fork` took it.
+static HELD_BEFORE_FORK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn gil_state() -> ffi::PyGILState_STATE {
+    if HELD_BEFORE_FORK.load(std::sync::atomic::Ordering::Relaxed) {
+        ffi::PyGILState_STATE::PyGILState_LOCKED
+    } else {
+        ffi::PyGILState_STATE::PyGILState_UNLOCKED
+    }
+}
+
+extern "C" fn before_fork() {
+    // SAFETY: the interpreter is running (prepare_for_fork is called after
+    // load); PyOS_BeforeFork needs the GIL, which Ensure takes.
+    unsafe {
+        let state = ffi::PyGILState_Ensure();
+        HELD_BEFORE_FORK.store(
+            matches!(state, ffi::PyGILState_STATE::PyGILState_LOCKED),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        ffi::PyOS_BeforeFork();
+    }
+}
+
+extern "C" fn after_fork_parent() {
+    // SAFETY: pairs with before_fork in the same thread.
+    unsafe {
+        ffi::PyOS_AfterFork_Parent();
+        ffi::PyGILState_Release(gil_state());
+    }
+}
+
+extern "C" fn after_fork_child() {
+    // SAFETY: pairs with before_fork; the child's only thread is the one
+    // that forked, which holds the GIL CPython re-creates here.
+    unsafe {
+        ffi::PyOS_AfterFork_Child();
+        ffi::PyGILState_Release(gil_state());
+    }
 }
 
 #[cfg(test)]

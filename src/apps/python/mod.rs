@@ -23,6 +23,7 @@ mod stuck;
 pub mod spec;
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyDict, PyTuple};
@@ -32,6 +33,21 @@ use environ::Environ;
 use interpreter::Support;
 use spec::PythonSpec;
 use start_response::StartResponse;
+
+/// The app `--preload` imported in the master; workers forked afterwards
+/// find it here, already in their copy of the interpreter.
+static PRELOADED: OnceLock<interpreter::Loaded> = OnceLock::new();
+
+/// `--preload`: start Python in the master and import the app, so each
+/// worker begins with it loaded (sharing its pages until written).
+pub fn preload(spec: &str, pythonpath: &[PathBuf]) -> Result<(), String> {
+    let parsed = PythonSpec::parse(spec)
+        .ok_or_else(|| format!("{spec:?} is not a Python app spec (module:callable)"))?;
+    let loaded = interpreter::load(&parsed, pythonpath)?;
+    interpreter::prepare_for_fork(&parsed)?;
+    let _ = PRELOADED.set(loaded);
+    Ok(())
+}
 
 /// A WSGI app in this worker's interpreter.
 pub struct PythonApp {
@@ -53,7 +69,10 @@ impl PythonApp {
     pub fn load(spec: &str, pythonpath: &[PathBuf]) -> Result<PythonApp, String> {
         let spec = PythonSpec::parse(spec)
             .ok_or_else(|| format!("{spec:?} is not a Python app spec (module:callable)"))?;
-        let loaded = interpreter::load(&spec, pythonpath)?;
+        let loaded = match PRELOADED.get() {
+            Some(pre) => Python::attach(|py| pre.clone_ref(py)),
+            None => interpreter::load(&spec, pythonpath)?,
+        };
         stuck::report_on_timeout();
         let constants = Python::attach(|py| constants(py, &loaded.support))
             .map_err(|e| format!("cannot set up the WSGI environ: {e}"))?;
