@@ -828,6 +828,10 @@ class Bench:
                     anomaly(f"Python phase: {kind} could not serve {pyapp}; its figures are n/a. {str(e)[:300]}")
                     continue
                 srv[(kind, name)] = s
+        # One unrecorded second for each: Flask's first requests, Granian's thread pool and
+        # CPython's specializing interpreter all warm up, and no peer's first run pays for it.
+        for (kind, name), s in srv.items():
+            wrk(s.port, "/", 16, 1, post=PY_APPS[name][1])
         raw: dict = {}
         for r in range(self.py_runs):
             for name, (pyapp, post) in PY_APPS.items():
@@ -1610,8 +1614,9 @@ def write_python_section(R: dict, a, section) -> None:
       f"{M.get('gunicorn', '').split()[-1].rstrip(')')} `-k sync`, {M.get('granian', 'Granian')} "
       f"`--interface wsgi` (its defaults otherwise), and forkhorn with `VIRTUAL_ENV=scripts/.venv` so its "
       f"embedded interpreter finds Flask {M.get('flask', '')} in the benchmark's virtualenv (Python "
-      f"{M.get('venv_python', '?')}). Load: `wrk -t2 -c16 --latency`, keep-alive, {P['dur']} s per run; figures "
-      f"are medians of {P['runs']} runs with the peers' order rotated run by run. Ratios are forkhorn / peer. "
+      f"{M.get('venv_python', '?')}). Load: `wrk -t2 -c16 --latency`, keep-alive, {P['dur']} s per run after an "
+      f"unrecorded 1 s warm-up of each server; figures are medians of {P['runs']} runs with the peers' order "
+      "rotated run by run. Ratios are forkhorn / peer. "
       "gunicorn's sync worker closes the connection after every response, so its keep-alive figures are one "
       "connection per request.\n")
     if P.get("unavailable"):
