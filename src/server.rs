@@ -351,11 +351,18 @@ fn launch(
             }
         }
     }
+    if let Err(e) = enter_app_environment(&config) {
+        log::error!("{e}");
+        eprintln_if_logging_elsewhere(&config, &e);
+        listeners.iter().for_each(Listener::remove_socket_file);
+        return ExitCode::from(EXIT_STARTUP);
+    }
     let factory: AppFactory = match source {
         AppSource::BuiltIn => {
             let spec = config.master.app.clone();
             let options = apps::AppOptions {
                 static_dotfiles: config.master.static_dotfiles,
+                pythonpath: config.master.pythonpath.clone(),
             };
             Arc::new(move || apps::build(&spec, &options))
         }
@@ -388,6 +395,25 @@ fn launch(
         arbiter = arbiter.taking_over_from(old);
     }
     ExitCode::from(u8::try_from(arbiter.run()).unwrap_or(1))
+}
+
+/// `--chdir` and `--env`, applied in the master before the app factory is
+/// made, so every worker starts in that directory with that environment.
+fn enter_app_environment(config: &Config) -> Result<(), String> {
+    if let Some(dir) = &config.master.chdir {
+        std::env::set_current_dir(dir).map_err(|e| {
+            format!(
+                "cannot change to --chdir {}: {e} (is the path right?)",
+                dir.display()
+            )
+        })?;
+    }
+    for (key, value) in &config.master.env {
+        // SAFETY: the master is single-threaded (it forks workers and never
+        // starts a thread), so nothing reads the environment concurrently.
+        unsafe { std::env::set_var(key, value) };
+    }
+    Ok(())
 }
 
 /// Every settings source, then the `Duration`s a builder set.
