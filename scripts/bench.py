@@ -2059,7 +2059,7 @@ def main() -> int:
              idle_conns=b.idle_conns, machine=machine())
     log(f"forkhorn bench ({R['mode']}): {R['machine']['cpu']}, nproc {R['machine']['nproc']}, logs in {LOGDIR}")
     # Noise budget (waits for quiet + reruns of noisy runs), per phase, so the run stays bounded.
-    shares = {"throughput": 50.0, "scale_workers": 20.0, "overheads": 30.0, "python": 30.0}
+    shares = {"throughput": 50.0, "scale_workers": 20.0, "overheads": 30.0, "python": 60.0}
     scale = 0.1 if args.quick else 1.0
     total_budget = sum(shares.values()) * scale
     R["load_start"] = machine_load()
