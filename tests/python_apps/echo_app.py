@@ -1,0 +1,70 @@
+"""The Python twin of forkhorn's built-in `echo` app (src/apps/echo.rs), for
+replaying the conformance corpus through the WSGI host.
+
+Answers 200 with JSON: `method`, `target` (the request target as sent, from
+RAW_URI), `version`, `headers` (rebuilt from the environ: WSGI keeps neither
+the order nor the spelling of names, and joins repeated fields with ", "),
+`body_base64` and `trailers` (WSGI has no way to see trailers: always []).
+A body the client cut short is shown as far as it arrived.
+"""
+
+import base64
+import json
+from urllib.parse import quote
+from wsgiref.validate import validator
+
+READ_SIZE = 65536
+
+
+def target(environ):
+    raw = environ.get("RAW_URI")
+    if raw:
+        return raw
+    path = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), safe="/;=,")
+    query = environ.get("QUERY_STRING", "")
+    return f"{path}?{query}" if query else path
+
+
+def headers(environ):
+    out = []
+    for key, value in sorted(environ.items()):
+        if key.startswith("HTTP_"):
+            name = key[5:]
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            name = key
+        else:
+            continue
+        out.append([name.replace("_", "-").title(), value])
+    return out
+
+
+def read_body(stream):
+    pieces = []
+    while True:
+        try:
+            piece = stream.read(READ_SIZE)
+        except (OSError, ValueError):
+            # The client stopped sending early: show what did arrive.
+            break
+        if not piece:
+            break
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
+def app(environ, start_response):
+    body = read_body(environ["wsgi.input"])
+    reply = {
+        "method": environ["REQUEST_METHOD"],
+        "target": target(environ),
+        "version": environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+        "headers": headers(environ),
+        "body_base64": base64.b64encode(body).decode("ascii"),
+        "trailers": [],
+    }
+    out = json.dumps(reply, separators=(",", ":")).encode("utf-8")
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
+    return [out]
+
+
+validated_app = validator(app)

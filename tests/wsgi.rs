@@ -1,0 +1,1406 @@
+//! Python WSGI apps served by a real forkhorn (`forkhorn [flags] module:app`):
+//! how the app is named and loaded, the environ it gets, wsgi.input,
+//! start_response and its header rules, response framing and flushing,
+//! close() on every path, errors, detached streams, wsgiref.validate, the
+//! public request corpus through a Python echo app, and Flask and Django.
+//!
+//! The apps live in `tests/python_apps`; the plain-WSGI ones need only the
+//! standard library, so those tests always run. Tests that need Flask or
+//! Django return early (saying why) when the package is missing, unless
+//! `FORKHORN_REQUIRE_PYTHON_PACKAGES=1` makes that a failure.
+//!
+//! Routes that block wait for a "gate" file the test creates; response
+//! iterables with a close() write a "closed" file when it runs, so a test can
+//! see from outside that forkhorn called it.
+
+mod common;
+#[path = "common/python.rs"]
+mod python;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{
+    Client, EVENTUALLY, IO_TIMEOUT, Response, Server, TempFile, USER_AGENT, request, run_to_exit,
+    wait_until,
+};
+
+/// The plain-WSGI app, and the same app inside wsgiref.validate.validator.
+const BASIC: &str = "wsgi_basic:app";
+const VALIDATED: &str = "wsgi_basic:validated_app";
+
+/// What a request must not wait longer for while a stream holds the worker.
+const AT_ONCE: Duration = Duration::from_secs(3);
+
+// ---------------------------------------------------------------- helpers
+
+fn apps_dir() -> String {
+    python::apps_dir()
+        .to_str()
+        .expect("utf-8 checkout path")
+        .to_owned()
+}
+
+/// `forkhorn FLAGS --chdir tests/python_apps APP` in the test interpreter's
+/// environment, plus `extra_env` for the master.
+fn serve_with_env(flags: &[&str], app: &str, extra_env: &[(&str, &str)]) -> Server {
+    let apps = apps_dir();
+    let mut args = flags.to_vec();
+    args.extend(["--chdir", &apps, app]);
+    let venv = python::env();
+    let mut env: Vec<(&str, &str)> = venv.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend_from_slice(extra_env);
+    Server::start_with_env(&args, &env)
+}
+
+fn serve(flags: &[&str], app: &str) -> Server {
+    serve_with_env(flags, app, &[])
+}
+
+/// One request with `Connection: close` on a new connection.
+fn send(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut all = vec![("Connection", "close")];
+    all.extend_from_slice(headers);
+    let mut client = Client::connect(server.port).expect("connect");
+    client
+        .send(&request(method, path, &all, body))
+        .expect("send request");
+    client
+        .read_response()
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}; log:\n{}", server.log))
+}
+
+fn get(server: &Server, path: &str) -> Response {
+    send(server, "GET", path, &[], b"")
+}
+
+/// Everything the server sends for `raw` until it closes the connection.
+fn exchange_raw(server: &Server, raw: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream.write_all(raw).expect("send request");
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).expect("read until close");
+    out
+}
+
+/// A raw response split at the blank line: the head as text, and the rest.
+fn split_head(raw: &[u8]) -> (String, Vec<u8>) {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of head in {:?}", String::from_utf8_lossy(raw)));
+    (
+        String::from_utf8_lossy(&raw[..end]).into_owned(),
+        raw[end + 4..].to_vec(),
+    )
+}
+
+/// The value of header `name` in a raw head (case-insensitive name).
+fn head_header(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+fn json_of(response: &Response) -> serde_json::Value {
+    serde_json::from_slice(&response.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", response.text()))
+}
+
+/// A path for a gate or closed-marker file, removed on drop.
+fn marker(name: &str) -> TempFile {
+    TempFile::new(name)
+}
+
+fn wait_for_file(path: &Path) -> bool {
+    wait_until(EVENTUALLY, || path.exists())
+}
+
+/// Whether `line` has `word` as a whole word (letters, digits and `-`),
+/// ignoring case: `TE` matches `TE: trailers` but not `Listening`.
+fn mentions_word(line: &str, word: &str) -> bool {
+    line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .any(|w| w.eq_ignore_ascii_case(word))
+}
+
+/// A connection read bit by bit, for responses that arrive in stages.
+struct Stream {
+    socket: TcpStream,
+    got: Vec<u8>,
+}
+
+impl Stream {
+    fn open(server: &Server, raw: &[u8]) -> Stream {
+        let mut socket = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        socket.set_nodelay(true).expect("nodelay");
+        socket.write_all(raw).expect("send request");
+        Stream {
+            socket,
+            got: Vec::new(),
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.got).into_owned()
+    }
+
+    /// Read until what arrived holds `needle`; false when `timeout` passes
+    /// or the server closes first.
+    fn read_until(&mut self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 8192];
+        loop {
+            if self.text().contains(needle) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.socket
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .expect("timeout");
+            match self.socket.read(&mut buf) {
+                Ok(0) => return self.text().contains(needle),
+                Ok(n) => self.got.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return self.text().contains(needle),
+            }
+        }
+    }
+
+    /// Read until the server closes (or `IO_TIMEOUT`); everything that arrived.
+    fn read_to_close(&mut self) -> String {
+        self.socket
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("timeout");
+        let mut rest = Vec::new();
+        let _ = self.socket.read_to_end(&mut rest);
+        self.got.extend_from_slice(&rest);
+        self.text()
+    }
+}
+
+/// `GET path` with Connection: close, as raw bytes.
+fn raw_get(path: &str) -> Vec<u8> {
+    request("GET", path, &[("Connection", "close")], b"")
+}
+
+/// The pid of the worker serving `/pid`.
+fn worker_pid(server: &Server) -> i32 {
+    let response = get(server, "/pid");
+    assert_eq!(response.status, 200, "GET /pid: {response:?}");
+    response.pid()
+}
+
+/// Log lines that show wsgiref.validate caught a breach of PEP 3333.
+fn validator_complaints(server: &Server) -> Vec<String> {
+    server
+        .log
+        .snapshot()
+        .into_iter()
+        .filter(|l| {
+            l.contains("AssertionError")
+                || l.contains("Traceback")
+                || l.contains("WSGIWarning")
+                || l.contains("without being closed")
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- checks shared by the plain and validated app
+
+fn check_hello(server: &Server) {
+    let response = get(server, "/");
+    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
+    assert_eq!(response.text(), "hello from wsgi\n");
+    assert_eq!(response.header("Content-Type"), Some("text/plain"));
+}
+
+fn check_keep_alive(server: &Server) {
+    let mut client = Client::connect(server.port).expect("connect");
+    for n in 0..3 {
+        let response = client
+            .get("/")
+            .unwrap_or_else(|e| panic!("request {n} on one connection: {e}; log:\n{}", server.log));
+        assert_eq!(response.status, 200, "request {n}: {response:?}");
+        assert_eq!(response.text(), "hello from wsgi\n", "request {n}");
+    }
+}
+
+fn check_environ(server: &Server) {
+    let mut client = Client::connect(server.port).expect("connect");
+    let local_port = client
+        .try_clone_stream()
+        .expect("clone")
+        .local_addr()
+        .expect("local addr")
+        .port();
+    let target = "/environ/caf%C3%A9%20x?b=1&a=%20";
+    client
+        .send(&request(
+            "GET",
+            target,
+            &[
+                ("X-Repeat", "a"),
+                ("X-Repeat", "b"),
+                ("Connection", "close"),
+            ],
+            b"",
+        ))
+        .expect("send");
+    let response = client.read_response().expect("response");
+    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
+    let env = json_of(&response);
+    let expect = [
+        ("REQUEST_METHOD", "GET"),
+        ("SCRIPT_NAME", ""),
+        // Percent-decoded, then each byte one latin-1 character (PEP 3333).
+        ("PATH_INFO", "/environ/caf\u{c3}\u{a9} x"),
+        ("QUERY_STRING", "b=1&a=%20"),
+        ("RAW_URI", target),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("SERVER_NAME", "127.0.0.1"),
+        ("SERVER_PORT", &server.port.to_string()),
+        ("HTTP_HOST", "127.0.0.1"),
+        ("HTTP_USER_AGENT", USER_AGENT),
+        ("HTTP_X_REPEAT", "a, b"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("REMOTE_PORT", &local_port.to_string()),
+        ("wsgi.url_scheme", "http"),
+    ];
+    for (key, want) in expect {
+        assert_eq!(env[key], want, "environ[{key:?}] in {env:#}");
+    }
+    assert_eq!(env["wsgi.version"], serde_json::json!([1, 0]), "{env:#}");
+    assert_eq!(env["wsgi.multithread"], false, "{env:#}");
+    assert_eq!(env["wsgi.multiprocess"], true, "{env:#}");
+    assert_eq!(env["wsgi.run_once"], false, "{env:#}");
+    let offers = |key: &str| -> Vec<String> {
+        env[key]["offers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("environ[{key:?}] is not an object: {env:#}"))
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    for method in ["read", "readline", "readlines", "__iter__"] {
+        assert!(
+            offers("wsgi.input").iter().any(|m| m == method),
+            "wsgi.input lacks {method}: {env:#}"
+        );
+    }
+    for method in ["write", "writelines", "flush"] {
+        assert!(
+            offers("wsgi.errors").iter().any(|m| m == method),
+            "wsgi.errors lacks {method}: {env:#}"
+        );
+    }
+    assert_eq!(env["wsgi.file_wrapper"]["callable"], true, "{env:#}");
+    assert_eq!(env["forkhorn.progress"]["callable"], true, "{env:#}");
+    assert_eq!(
+        env["forkhorn.detach"], false,
+        "forkhorn.detach starts False: {env:#}"
+    );
+    for key in ["HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"] {
+        assert!(env.get(key).is_none(), "{key} must not be set: {env:#}");
+    }
+    // CGI-style keys (no dot) hold native strings.
+    for (key, value) in env.as_object().expect("an object") {
+        if !key.contains('.') {
+            assert!(value.is_string(), "environ[{key:?}] is not a str: {value}");
+        }
+    }
+}
+
+fn check_post_environ(server: &Server) {
+    let response = send(
+        server,
+        "POST",
+        "/environ",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Content-Length", "7"),
+        ],
+        b"a=1&b=2",
+    );
+    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
+    let env = json_of(&response);
+    assert_eq!(env["REQUEST_METHOD"], "POST", "{env:#}");
+    assert_eq!(
+        env["CONTENT_TYPE"], "application/x-www-form-urlencoded",
+        "{env:#}"
+    );
+    assert_eq!(env["CONTENT_LENGTH"], "7", "{env:#}");
+    assert_eq!(env["QUERY_STRING"], "", "{env:#}");
+    assert_eq!(env["PATH_INFO"], "/environ", "{env:#}");
+}
+
+const BODY: &[u8] = b"one\ntwo\nthree";
+
+/// The pieces each reading mode must give for `BODY`.
+fn expected_pieces(mode: &str) -> Vec<&'static str> {
+    match mode {
+        "read" => vec!["one\ntwo\nthree"],
+        "readn" => vec!["one", "\ntw", "o\nt", "hre", "e"],
+        "readline" | "readlines" | "iter" => vec!["one\n", "two\n", "three"],
+        "readline-limit" => vec!["one\n", "two\n", "thre", "e"],
+        "past" => vec!["one\ntwo\nthree", "", ""],
+        other => panic!("no expectation for mode {other}"),
+    }
+}
+
+fn check_input_modes(server: &Server, modes: &[&str]) {
+    for &mode in modes {
+        let path = format!("/input?mode={mode}");
+        let with_length = send(server, "POST", &path, &[("Content-Length", "13")], BODY);
+        // The same body in three chunks of other sizes.
+        let chunked_body = b"4\r\none\n\r\n5\r\ntwo\nt\r\n4\r\nhree\r\n0\r\n\r\n";
+        let chunked = send(
+            server,
+            "POST",
+            &path,
+            &[("Transfer-Encoding", "chunked")],
+            chunked_body,
+        );
+        for (framing, response) in [("Content-Length", with_length), ("chunked", chunked)] {
+            assert_eq!(
+                response.status, 200,
+                "mode {mode}, {framing} body: {response:?}; log:\n{}",
+                server.log
+            );
+            let reply = json_of(&response);
+            let pieces: Vec<&str> = reply["pieces"]
+                .as_array()
+                .expect("pieces")
+                .iter()
+                .map(|p| p.as_str().expect("a string"))
+                .collect();
+            assert_eq!(pieces, expected_pieces(mode), "mode {mode}, {framing} body");
+        }
+    }
+}
+
+fn check_length(server: &Server) {
+    let response = get(server, "/length");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(
+        response.header("Content-Length"),
+        Some("11"),
+        "{response:?}"
+    );
+    assert_eq!(response.header("Transfer-Encoding"), None, "{response:?}");
+    assert_eq!(response.text(), "hello world");
+}
+
+fn check_chunked(server: &Server) {
+    let response = get(server, "/chunks?n=3");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(
+        response.header("Transfer-Encoding"),
+        Some("chunked"),
+        "{response:?}"
+    );
+    assert_eq!(response.header("Content-Length"), None, "{response:?}");
+    assert_eq!(response.text(), "chunk 0\nchunk 1\nchunk 2\n");
+}
+
+fn check_http10(server: &Server) {
+    let raw = exchange_raw(
+        server,
+        b"GET /chunks?n=3 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+    );
+    let (head, body) = split_head(&raw);
+    assert!(head.contains(" 200 "), "{head}");
+    assert_eq!(
+        head_header(&head, "Transfer-Encoding"),
+        None,
+        "no chunked for HTTP/1.0: {head}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "chunk 0\nchunk 1\nchunk 2\n",
+        "the body runs to the close"
+    );
+}
+
+fn check_head(server: &Server) {
+    let closed = marker("head-closed");
+    let raw = exchange_raw(
+        server,
+        &request(
+            "HEAD",
+            &format!("/chunks?n=3&closed={}", closed.as_str()),
+            &[("Connection", "close")],
+            b"",
+        ),
+    );
+    let (head, rest) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(
+        rest.is_empty(),
+        "HEAD got body bytes: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(
+        wait_for_file(closed.path()),
+        "close() was not called after HEAD; log:\n{}",
+        server.log
+    );
+
+    let raw = exchange_raw(
+        server,
+        &request("HEAD", "/length", &[("Connection", "close")], b""),
+    );
+    let (head, rest) = split_head(&raw);
+    assert_eq!(
+        head_header(&head, "Content-Length").as_deref(),
+        Some("11"),
+        "{head}"
+    );
+    assert!(
+        rest.is_empty(),
+        "HEAD got body bytes: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+fn check_flush(server: &Server) {
+    let gate = marker("flush-gate");
+    let closed = marker("flush-closed");
+    let mut stream = Stream::open(
+        server,
+        &raw_get(&format!(
+            "/block?gate={}&closed={}",
+            gate.as_str(),
+            closed.as_str()
+        )),
+    );
+    assert!(
+        stream.read_until("first\n", EVENTUALLY),
+        "the first chunk did not arrive while the app waits; got {:?}; log:\n{}",
+        stream.text(),
+        server.log
+    );
+    assert!(!stream.text().contains("second"), "{:?}", stream.text());
+    std::fs::write(gate.path(), b"go").expect("open the gate");
+    let all = stream.read_to_close();
+    assert!(all.contains("second\n"), "{all:?}");
+    assert!(
+        all.ends_with("0\r\n\r\n"),
+        "the chunked body ends properly: {all:?}"
+    );
+    assert!(
+        wait_for_file(closed.path()),
+        "close() was not called; log:\n{}",
+        server.log
+    );
+}
+
+fn check_close_at_end(server: &Server) {
+    let closed = marker("end-closed");
+    let response = get(server, &format!("/chunks?n=2&closed={}", closed.as_str()));
+    assert_eq!(response.status, 200);
+    assert!(
+        wait_for_file(closed.path()),
+        "close() was not called; log:\n{}",
+        server.log
+    );
+}
+
+fn check_write(server: &Server) {
+    let response = get(server, "/write");
+    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
+    assert_eq!(response.text(), "written then returned\n");
+}
+
+fn check_exc_info(server: &Server) {
+    let response = get(server, "/exc-info");
+    assert_eq!(response.status, 503, "{response:?}; log:\n{}", server.log);
+    assert_eq!(response.text(), "recovered\n");
+}
+
+fn check_file_wrapper(server: &Server) {
+    let file = marker("file-wrapper.bin");
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(file.path(), &content).expect("write the file");
+    let response = get(server, &format!("/file?path={}", file.as_str()));
+    assert_eq!(
+        response.status, 200,
+        "{:?}; log:\n{}",
+        response.status, server.log
+    );
+    assert!(
+        response.body == content,
+        "the file came back as {} other bytes",
+        response.body.len()
+    );
+}
+
+/// With one worker, an event stream that waits must not keep `/health` waiting.
+fn check_stream_frees_the_worker(server: &Server, route: &str, first: &str, last: &str) {
+    let gate = marker("stream-gate");
+    let closed = marker("stream-closed");
+    let mut stream = Stream::open(
+        server,
+        &raw_get(&format!(
+            "{route}?gate={}&closed={}",
+            gate.as_str(),
+            closed.as_str()
+        )),
+    );
+    assert!(
+        stream.read_until(first, EVENTUALLY),
+        "no first event; got {:?}; log:\n{}",
+        stream.text(),
+        server.log
+    );
+    let started = Instant::now();
+    let health = get(server, "/health");
+    let took = started.elapsed();
+    assert_eq!(health.status, 200, "{health:?}");
+    assert!(
+        took < AT_ONCE,
+        "/health took {took:?} while {route} was open: the stream pins the worker"
+    );
+    assert!(
+        !stream.text().contains(last),
+        "the stream ended early: {:?}",
+        stream.text()
+    );
+    std::fs::write(gate.path(), b"go").expect("open the gate");
+    let all = stream.read_to_close();
+    assert!(all.contains(last), "{all:?}");
+    assert!(
+        all.ends_with("0\r\n\r\n"),
+        "the chunked body ends properly: {all:?}"
+    );
+    assert!(
+        wait_for_file(closed.path()),
+        "close() was not called; log:\n{}",
+        server.log
+    );
+}
+
+// ---------------------------------------------------------------- naming and loading the app
+
+#[test]
+fn a_module_callable_serves_requests_on_kept_alive_connections() {
+    let server = serve(&["-w", "1"], BASIC);
+    check_hello(&server);
+    check_keep_alive(&server);
+    let missing = get(&server, "/no/such/route");
+    assert_eq!(missing.status, 404, "the app's own status passes through");
+}
+
+#[test]
+fn a_factory_call_builds_the_app() {
+    let server = serve(&["-w", "1"], "wsgi_factory:create_app()");
+    let response = get(&server, "/");
+    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
+    assert_eq!(response.text(), "factory: default\n");
+}
+
+#[test]
+fn a_factory_call_takes_literal_positional_and_keyword_arguments() {
+    let server = serve(&["-w", "1"], "wsgi_factory:create_app('custom', punct='!')");
+    let response = get(&server, "/");
+    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
+    assert_eq!(response.text(), "factory: custom!\n");
+}
+
+#[test]
+fn a_dotted_module_names_an_app_inside_a_package() {
+    let server = serve(&["-w", "1"], "wsgi_pkg.sub:application");
+    let response = get(&server, "/");
+    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
+    assert_eq!(response.text(), "from wsgi_pkg.sub\n");
+}
+
+#[test]
+fn pythonpath_puts_each_listed_directory_on_sys_path() {
+    let apps = python::apps_dir();
+    let dirs = format!(
+        "{},{}",
+        apps.join("elsewhere").display(),
+        apps.join("elsewhere_too").display()
+    );
+    let server = serve(&["-w", "1", "--pythonpath", &dirs], "pathapp:app");
+    let response = get(&server, "/");
+    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
+    assert_eq!(response.text(), "pathapp with pathhelper\n");
+}
+
+#[test]
+fn the_app_can_be_named_in_the_config_file() {
+    let config = TempFile::new("wsgi.toml");
+    std::fs::write(
+        config.path(),
+        format!(
+            "wsgi_app = \"{BASIC}\"\nchdir = {:?}\nworkers = 1\n",
+            apps_dir()
+        ),
+    )
+    .expect("write config");
+    let venv = python::env();
+    let env: Vec<(&str, &str)> = venv.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start_with_env(&["-c", config.as_str()], &env);
+    check_hello(&server);
+}
+
+#[test]
+fn env_flags_set_the_workers_os_environ() {
+    let server = serve(
+        &[
+            "-w",
+            "1",
+            "--env",
+            "FORKHORN_TEST_GREETING=hello there",
+            "--env",
+            "FORKHORN_TEST_EQUATION=a=b",
+        ],
+        BASIC,
+    );
+    let greeting = get(&server, "/osenv?key=FORKHORN_TEST_GREETING");
+    assert_eq!(greeting.text(), "hello there", "log:\n{}", server.log);
+    let equation = get(&server, "/osenv?key=FORKHORN_TEST_EQUATION");
+    assert_eq!(equation.text(), "a=b", "only the first `=` splits");
+}
+
+/// `/imported-in` answers `IMPORTER WORKER`.
+fn importer_and_worker(server: &Server) -> (i32, i32) {
+    let response = get(server, "/imported-in");
+    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
+    let text = response.text();
+    let pids: Vec<i32> = text
+        .split_whitespace()
+        .map(|p| p.parse().expect("a pid"))
+        .collect();
+    assert_eq!(pids.len(), 2, "{text:?}");
+    (pids[0], pids[1])
+}
+
+#[test]
+fn without_preload_each_worker_imports_the_app_itself() {
+    let server = serve(&["-w", "1"], BASIC);
+    let (importer, worker) = importer_and_worker(&server);
+    assert_eq!(importer, worker, "the module was imported before the fork");
+}
+
+#[test]
+fn preload_imports_the_app_once_before_the_workers_fork() {
+    let server = serve(&["-w", "1", "--preload"], BASIC);
+    let (importer, worker) = importer_and_worker(&server);
+    assert_ne!(
+        importer, worker,
+        "with --preload the worker imported the app itself"
+    );
+    // The master, or whatever process forks the workers for it.
+    let parent = common::proc_stat(worker).expect("the worker is alive").ppid;
+    assert_eq!(
+        importer, parent,
+        "the app was imported by the process that forked the worker"
+    );
+}
+
+/// `forkhorn --chdir tests/python_apps APP`, which must end by itself.
+fn run_failing_app(app: &str) -> common::Finished {
+    let apps = apps_dir();
+    run_to_exit(
+        &["-b", "127.0.0.1:0", "-w", "1", "--chdir", &apps, app],
+        EVENTUALLY,
+    )
+}
+
+fn assert_load_failure(app: &str, needles: &[&str]) {
+    let run = run_failing_app(app);
+    let log = run.stderr.join("\n");
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "{app}: exit status {}; log:\n{log}",
+        run.status
+    );
+    for needle in needles {
+        assert!(
+            log.contains(needle),
+            "{app}: the log does not say {needle:?}; log:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_module_stops_forkhorn_with_status_3_naming_it() {
+    assert_load_failure(
+        "no_such_module_here:app",
+        &["no_such_module_here", "ModuleNotFoundError"],
+    );
+}
+
+#[test]
+fn a_module_that_raises_on_import_stops_forkhorn_with_status_3() {
+    assert_load_failure(
+        "broken_at_import:app",
+        &[
+            "broken_at_import",
+            "RuntimeError",
+            "broken_at_import fails on purpose",
+        ],
+    );
+}
+
+#[test]
+fn a_missing_callable_stops_forkhorn_with_status_3_naming_it() {
+    assert_load_failure(
+        "wsgi_basic:no_such_callable",
+        &["wsgi_basic", "no_such_callable"],
+    );
+}
+
+// ---------------------------------------------------------------- environ
+
+#[test]
+fn the_environ_describes_the_request_as_pep_3333_says() {
+    let server = serve(&["-w", "1"], BASIC);
+    check_environ(&server);
+    check_post_environ(&server);
+}
+
+#[test]
+fn script_name_from_the_environment_is_taken_off_path_info() {
+    let server = serve_with_env(&["-w", "1"], BASIC, &[("SCRIPT_NAME", "/prefix")]);
+    let response = get(&server, "/prefix/environ/x?q=1");
+    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
+    let env = json_of(&response);
+    assert_eq!(env["SCRIPT_NAME"], "/prefix", "{env:#}");
+    assert_eq!(env["PATH_INFO"], "/environ/x", "{env:#}");
+    assert_eq!(env["QUERY_STRING"], "q=1", "{env:#}");
+    assert_eq!(env["RAW_URI"], "/prefix/environ/x?q=1", "{env:#}");
+}
+
+// ---------------------------------------------------------------- wsgi.input
+
+#[test]
+fn every_way_of_reading_wsgi_input_gives_the_whole_body() {
+    let server = serve(&["-w", "1"], BASIC);
+    check_input_modes(
+        &server,
+        &[
+            "read",
+            "readn",
+            "readline",
+            "readline-limit",
+            "readlines",
+            "iter",
+        ],
+    );
+}
+
+#[test]
+fn reading_past_the_end_of_the_body_gives_empty_bytes() {
+    let server = serve(&["-w", "1"], BASIC);
+    check_input_modes(&server, &["past"]);
+    // Nothing after the body on the connection was taken for it.
+    let mut client = Client::connect(server.port).expect("connect");
+    let mut pipelined = request(
+        "POST",
+        "/input?mode=past",
+        &[("Content-Length", "13")],
+        BODY,
+    );
+    pipelined.extend(request("GET", "/", &[("Connection", "close")], b""));
+    client.send(&pipelined).expect("send");
+    let first = client.read_response().expect("first response");
+    assert_eq!(
+        json_of(&first)["pieces"],
+        serde_json::json!(expected_pieces("past"))
+    );
+    let second = client.read_response().expect("second response");
+    assert_eq!(second.text(), "hello from wsgi\n");
+}
+
+#[test]
+fn expect_100_continue_is_answered_when_the_app_reads() {
+    let server = serve(&["-w", "1"], BASIC);
+    let mut client = Client::connect(server.port).expect("connect");
+    client
+        .send(&request(
+            "POST",
+            "/input?mode=readn",
+            &[
+                ("Expect", "100-continue"),
+                ("Content-Length", "13"),
+                ("Connection", "close"),
+            ],
+            b"",
+        ))
+        .expect("send head");
+    let interim = client
+        .read_response()
+        .expect("an interim response before the body");
+    assert_eq!(interim.status, 100, "{interim:?}");
+    client.send(BODY).expect("send body");
+    let response = client.read_response().expect("final response");
+    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
+    assert_eq!(
+        json_of(&response)["pieces"],
+        serde_json::json!(expected_pieces("readn"))
+    );
+}
+
+#[test]
+fn expect_100_continue_is_not_sent_when_the_app_never_reads() {
+    let server = serve(&["-w", "1"], BASIC);
+    let mut client = Client::connect(server.port).expect("connect");
+    client
+        .send(&request(
+            "POST",
+            "/ignore-body",
+            &[
+                ("Expect", "100-continue"),
+                ("Content-Length", "13"),
+                ("Connection", "close"),
+            ],
+            b"",
+        ))
+        .expect("send head");
+    let response = client
+        .read_response()
+        .expect("a response without sending the body");
+    assert_eq!(response.status, 200, "the first answer: {response:?}");
+    assert_eq!(response.text(), "ignored the body\n");
+}
+
+#[test]
+fn a_body_over_the_request_body_limit_gets_413() {
+    let server = serve(&["-w", "1", "--limit-request-body", "8"], BASIC);
+    let small = send(
+        &server,
+        "POST",
+        "/input?mode=readn",
+        &[("Content-Length", "5")],
+        b"small",
+    );
+    assert_eq!(small.status, 200, "within the limit: {small:?}");
+    let declared = send(
+        &server,
+        "POST",
+        "/input?mode=readn",
+        &[("Content-Length", "13")],
+        BODY,
+    );
+    assert_eq!(
+        declared.status, 413,
+        "Content-Length over the limit: {declared:?}"
+    );
+    let chunked = send(
+        &server,
+        "POST",
+        "/input?mode=readn",
+        &[("Transfer-Encoding", "chunked")],
+        b"4\r\none\n\r\n5\r\ntwo\nt\r\n4\r\nhree\r\n0\r\n\r\n",
+    );
+    assert_eq!(
+        chunked.status, 413,
+        "chunked body over the limit: {chunked:?}"
+    );
+    check_hello(&server);
+}
+
+// ---------------------------------------------------------------- start_response and headers
+
+#[test]
+fn write_output_comes_before_the_returned_iterable() {
+    let server = serve(&["-w", "1"], BASIC);
+    check_write(&server);
+}
+
+#[test]
+fn start_response_with_exc_info_before_the_body_replaces_the_status() {
+    let server = serve(&["-w", "1"], BASIC);
+    check_exc_info(&server);
+}
+
+#[test]
+fn a_second_start_response_without_exc_info_raises_in_the_app() {
+    let server = serve(&["-w", "1"], BASIC);
+    let response = get(&server, "/twice");
+    assert_eq!(
+        response.status, 200,
+        "the first status stands: {response:?}"
+    );
+    assert!(
+        response.text().starts_with("refused: "),
+        "{:?}",
+        response.text()
+    );
+}
+
+#[test]
+fn control_characters_in_app_headers_give_500_and_a_log_line() {
+    let server = serve(&["-w", "1"], BASIC);
+    for kind in [
+        "value-crlf",
+        "value-lf",
+        "value-cr",
+        "value-nul",
+        "name-crlf",
+        "name-colon",
+    ] {
+        let before = server.log.count(|l| l.contains("X-Bad"));
+        let raw = exchange_raw(&server, &raw_get(&format!("/bad-header?kind={kind}")));
+        let (head, body) = split_head(&raw);
+        assert!(head.starts_with("HTTP/1.1 500 "), "{kind}: {head}");
+        assert_eq!(
+            head_header(&head, "X-Injected"),
+            None,
+            "{kind}: a header was injected: {head}"
+        );
+        assert_eq!(head_header(&head, "X-Bad"), None, "{kind}: {head}");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("must not be sent"),
+            "{kind}: the app's body went out"
+        );
+        assert!(
+            wait_until(EVENTUALLY, || server.log.count(|l| l.contains("X-Bad"))
+                > before),
+            "{kind}: no log line names the header; log:\n{}",
+            server.log
+        );
+    }
+    check_hello(&server);
+}
+
+#[test]
+fn hop_by_hop_headers_from_the_app_give_500_and_a_log_line() {
+    let server = serve(&["-w", "1"], BASIC);
+    for (name, value) in [
+        ("Connection", "close"),
+        ("keep-alive", "timeout=5"),
+        ("Transfer-Encoding", "chunked"),
+        ("Upgrade", "websocket"),
+        ("TE", "trailers"),
+    ] {
+        let before = server.log.count(|l| mentions_word(l, name));
+        let response = get(&server, &format!("/hop?name={name}&value={value}"));
+        assert_eq!(response.status, 500, "{name}: {response:?}");
+        assert!(
+            !response.text().contains("must not be sent"),
+            "{name}: the app's body went out"
+        );
+        assert!(
+            wait_until(EVENTUALLY, || server.log.count(|l| mentions_word(l, name))
+                > before),
+            "{name}: no log line names the header; log:\n{}",
+            server.log
+        );
+    }
+    check_hello(&server);
+}
+
+// ---------------------------------------------------------------- framing and flushing
+
+#[test]
+fn an_app_content_length_is_kept_and_nothing_is_chunked() {
+    let server = serve(&["-w", "1"], BASIC);
+    check_length(&server);
+}
+
+#[test]
+fn without_a_length_http_1_1_responses_are_chunked() {
+    let server = serve(&["-w", "1"], BASIC);
+    check_chunked(&server);
+}
+
+#[test]
+fn without_a_length_http_1_0_responses_end_at_the_close() {
+    let server = serve(&["-w", "1"], BASIC);
+    check_http10(&server);
+}
+
+#[test]
+fn head_gets_the_headers_and_no_body_and_close_is_called() {
+    let server = serve(&["-w", "1"], BASIC);
+    check_head(&server);
+}
+
+#[test]
+fn each_chunk_reaches_the_client_as_soon_as_it_is_yielded() {
+    let server = serve(&["-w", "1"], BASIC);
+    check_flush(&server);
+}
+
+#[test]
+fn close_is_called_when_the_body_ends() {
+    let server = serve(&["-w", "1"], BASIC);
+    check_close_at_end(&server);
+}
+
+#[test]
+fn close_is_called_when_the_client_goes_away_mid_stream() {
+    let server = serve(&["-w", "1"], BASIC);
+    let closed = marker("gone-closed");
+    let mut stream = Stream::open(
+        &server,
+        &raw_get(&format!("/forever?closed={}", closed.as_str())),
+    );
+    assert!(
+        stream.read_until("xxxx", EVENTUALLY),
+        "no body; log:\n{}",
+        server.log
+    );
+    drop(stream);
+    assert!(
+        wait_for_file(closed.path()),
+        "close() was not called after the client left; log:\n{}",
+        server.log
+    );
+    check_hello(&server);
+}
+
+#[test]
+fn wsgi_file_wrapper_sends_the_whole_file() {
+    let server = serve(&["-w", "1"], BASIC);
+    check_file_wrapper(&server);
+}
+
+// ---------------------------------------------------------------- errors
+
+#[test]
+fn an_exception_gives_500_logs_request_and_traceback_and_the_worker_serves_on() {
+    let server = serve(&["-w", "1"], BASIC);
+    let before = worker_pid(&server);
+    let message = format!("boom-{}", std::process::id());
+    let response = get(&server, &format!("/raise?msg={message}"));
+    assert_eq!(response.status, 500, "{response:?}");
+    assert!(
+        !response.text().contains(&message),
+        "the 500 body shows the exception to the client: {:?}",
+        response.text()
+    );
+    let after = worker_pid(&server);
+    assert_eq!(
+        before, after,
+        "the worker was replaced after an app exception"
+    );
+    for needle in [
+        "GET /raise",
+        "Traceback (most recent call last)",
+        &format!("RuntimeError: {message}"),
+    ] {
+        assert!(
+            server
+                .log
+                .wait_for(EVENTUALLY, |l| l.contains(needle))
+                .is_some(),
+            "no log line with {needle:?}; log:\n{}",
+            server.log
+        );
+    }
+}
+
+#[test]
+fn an_exception_after_the_headers_cuts_the_connection_and_close_is_called() {
+    let server = serve(&["-w", "1"], BASIC);
+    let closed = marker("fail-closed");
+    let message = format!("late-boom-{}", std::process::id());
+    let mut client = Client::connect(server.port).expect("connect");
+    client
+        .send(&raw_get(&format!(
+            "/raise-after-headers?msg={message}&closed={}",
+            closed.as_str()
+        )))
+        .expect("send");
+    let outcome = client.read_response();
+    assert!(
+        outcome.is_err(),
+        "a complete response arrived although the body failed: {outcome:?}"
+    );
+    assert!(
+        wait_for_file(closed.path()),
+        "close() was not called; log:\n{}",
+        server.log
+    );
+    assert!(
+        server
+            .log
+            .wait_for(EVENTUALLY, |l| l.contains(&message))
+            .is_some(),
+        "the exception is not in the log; log:\n{}",
+        server.log
+    );
+    check_hello(&server);
+}
+
+#[test]
+fn wsgi_errors_writes_reach_the_error_log() {
+    let server = serve(&["-w", "1"], BASIC);
+    let message = format!("to-wsgi-errors-{}", std::process::id());
+    let response = get(&server, &format!("/errors?msg={message}"));
+    assert_eq!(response.status, 200);
+    assert!(
+        server
+            .log
+            .wait_for(EVENTUALLY, |l| l.contains(&message))
+            .is_some(),
+        "log:\n{}",
+        server.log
+    );
+}
+
+// ---------------------------------------------------------------- streams and progress
+
+#[test]
+fn an_event_stream_does_not_keep_the_only_worker_from_other_requests() {
+    let server = serve(&["-w", "1"], BASIC);
+    check_stream_frees_the_worker(&server, "/sse", "data: first\n\n", "data: last\n\n");
+}
+
+#[test]
+fn a_stream_the_app_detaches_does_not_keep_the_only_worker_from_other_requests() {
+    let server = serve(&["-w", "1"], BASIC);
+    check_stream_frees_the_worker(&server, "/detached", "first\n", "second\n");
+}
+
+#[test]
+fn forkhorn_progress_keeps_a_long_request_from_timing_out() {
+    let server = serve(&["-w", "1", "-t", "1"], BASIC);
+    let response = get(&server, "/busy?seconds=2.5&progress=1");
+    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
+    assert_eq!(response.text(), "done\n");
+    assert!(
+        !server.log.contains("WORKER TIMEOUT"),
+        "log:\n{}",
+        server.log
+    );
+
+    // Without progress the same work is over the timeout.
+    let response = get(&server, "/busy?seconds=2.5");
+    assert_eq!(response.status, 504, "{response:?}; log:\n{}", server.log);
+    assert!(
+        server
+            .log
+            .wait_for(EVENTUALLY, |l| l.contains("WORKER TIMEOUT")
+                && l.contains("GET /busy"))
+            .is_some(),
+        "log:\n{}",
+        server.log
+    );
+}
+
+// ---------------------------------------------------------------- wsgiref.validate
+
+#[test]
+fn the_main_cases_pass_under_wsgiref_validate() {
+    let server = serve(&["-w", "1"], VALIDATED);
+    check_hello(&server);
+    check_keep_alive(&server);
+    check_environ(&server);
+    check_post_environ(&server);
+    // wsgiref.validate forbids read() without a size.
+    check_input_modes(
+        &server,
+        &["readn", "readline", "readline-limit", "readlines", "iter"],
+    );
+    check_length(&server);
+    check_chunked(&server);
+    check_http10(&server);
+    check_head(&server);
+    check_flush(&server);
+    check_close_at_end(&server);
+    check_write(&server);
+    check_exc_info(&server);
+    check_file_wrapper(&server);
+    check_stream_frees_the_worker(&server, "/sse", "data: first\n\n", "data: last\n\n");
+    // A last request, so whatever the earlier ones left to log has been logged.
+    check_hello(&server);
+    let complaints = validator_complaints(&server);
+    assert!(
+        complaints.is_empty(),
+        "wsgiref.validate complained: {complaints:#?}; log:\n{}",
+        server.log
+    );
+}
+
+// ---------------------------------------------------------------- the public corpus through a Python echo app
+
+/// The options that make forkhorn as lenient as the corpus expects (as in
+/// tests/conformance.rs).
+const CORPUS_OPTIONS: [&str; 2] = ["--permit-missing-host", "--permit-transfer-codings"];
+
+fn corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+}
+
+fn run_corpus(server: &Server, mode: &str) -> Output {
+    let run_py = corpus_dir().join("run.py");
+    assert!(
+        run_py.is_file(),
+        "the corpus runner {} is missing",
+        run_py.display()
+    );
+    Command::new("python3")
+        .arg(run_py)
+        .args([
+            "--port",
+            &server.port.to_string(),
+            "--echo",
+            "--all-responses",
+            "--mode",
+            mode,
+            "--corpus",
+        ])
+        .arg(corpus_dir().join("gunicorn-requests"))
+        .output()
+        .expect("run python3")
+}
+
+/// The `N passed, N failed, N skipped` line, as numbers, and all of stdout.
+fn summary(out: &Output) -> (u32, u32, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let last = stdout.lines().last().unwrap_or_default().to_owned();
+    let numbers: Vec<u32> = last
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    match numbers[..] {
+        [passed, failed, _skipped] => (passed, failed, stdout),
+        _ => panic!(
+            "the runner printed no summary line; stdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+fn assert_corpus_passes(app: &str, modes: &[&str]) {
+    let mut flags = vec!["-w", "2"];
+    flags.extend(CORPUS_OPTIONS);
+    let server = serve(&flags, app);
+    for &mode in modes {
+        let out = run_corpus(&server, mode);
+        let (passed, failed, stdout) = summary(&out);
+        assert!(
+            out.status.success() && failed == 0,
+            "{app}, mode {mode}: {failed} failed\n{stdout}\n{}\nlog:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.log
+        );
+        assert!(passed >= 100, "{app}, mode {mode}: only {passed} cases ran");
+    }
+    let tracebacks: Vec<String> = server
+        .log
+        .snapshot()
+        .into_iter()
+        .filter(|l| l.contains("Traceback") || l.contains("AssertionError"))
+        .collect();
+    assert!(
+        tracebacks.is_empty(),
+        "{app}: {tracebacks:#?}; log:\n{}",
+        server.log
+    );
+}
+
+#[test]
+fn the_public_corpus_passes_through_a_python_echo_app_in_every_send_mode() {
+    assert_corpus_passes("echo_app:app", &["all", "lines", "bytes"]);
+}
+
+#[test]
+fn the_public_corpus_passes_through_the_validated_python_echo_app() {
+    assert_corpus_passes("echo_app:validated_app", &["all"]);
+}
+
+// ---------------------------------------------------------------- Flask and Django
+
+fn form_post(server: &Server, path: &str, form: &str) -> Response {
+    let length = form.len().to_string();
+    send(
+        server,
+        "POST",
+        path,
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Content-Length", &length),
+        ],
+        form.as_bytes(),
+    )
+}
+
+#[test]
+fn a_flask_app_serves_pages_json_and_a_posted_form() {
+    if !python::has_package("flask") {
+        return;
+    }
+    for app in ["flask_app:app", "flask_app:validated_app"] {
+        let server = serve(&["-w", "1"], app);
+        let index = get(&server, "/");
+        assert_eq!(index.status, 200, "{app}: {index:?}; log:\n{}", server.log);
+        assert_eq!(index.text(), "Hello from Flask\n");
+        let page = get(&server, "/greet");
+        assert_eq!(page.status, 200, "{app}");
+        assert!(
+            page.text().contains("<form method=\"post\""),
+            "{app}: {:?}",
+            page.text()
+        );
+        let greeted = form_post(&server, "/greet", "name=Ada+Lovelace");
+        assert_eq!(
+            greeted.status, 200,
+            "{app}: {greeted:?}; log:\n{}",
+            server.log
+        );
+        assert_eq!(greeted.text(), "Hello, Ada Lovelace!\n");
+        let empty = form_post(&server, "/greet", "name=");
+        assert_eq!(empty.status, 400, "{app}: {empty:?}");
+        let json = get(&server, "/json?a=1");
+        assert_eq!(json.status, 200, "{app}");
+        assert_eq!(
+            json_of(&json),
+            serde_json::json!({"path": "/json", "args": {"a": "1"}})
+        );
+        let missing = get(&server, "/nowhere");
+        assert_eq!(missing.status, 404, "{app}");
+        let complaints = validator_complaints(&server);
+        assert!(
+            complaints.is_empty(),
+            "{app}: {complaints:#?}; log:\n{}",
+            server.log
+        );
+    }
+}
+
+#[test]
+fn a_django_project_serves_pages_and_a_posted_form() {
+    if !python::has_package("django") {
+        return;
+    }
+    let server = serve(&["-w", "1"], "django_hello.wsgi:application");
+    let index = get(&server, "/");
+    assert_eq!(index.status, 200, "{index:?}; log:\n{}", server.log);
+    assert_eq!(index.text(), "Hello from Django\n");
+    let greeted = form_post(&server, "/greet", "name=Grace+Hopper");
+    assert_eq!(greeted.status, 200, "{greeted:?}; log:\n{}", server.log);
+    assert_eq!(greeted.text(), "Hello, Grace Hopper!\n");
+    let empty = form_post(&server, "/greet", "name=");
+    assert_eq!(empty.status, 400, "{empty:?}");
+    let missing = get(&server, "/nowhere");
+    assert_eq!(missing.status, 404);
+    assert!(!server.log.contains("Traceback"), "log:\n{}", server.log);
+}
