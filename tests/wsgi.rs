@@ -1348,42 +1348,31 @@ fn a_flask_app_serves_pages_json_and_a_posted_form() {
     if !python::has_package("flask") {
         return;
     }
-    for app in ["flask_app:app", "flask_app:validated_app"] {
-        let server = serve(&["-w", "1"], app);
-        let index = get(&server, "/");
-        assert_eq!(index.status, 200, "{app}: {index:?}; log:\n{}", server.log);
-        assert_eq!(index.text(), "Hello from Flask\n");
-        let page = get(&server, "/greet");
-        assert_eq!(page.status, 200, "{app}");
-        assert!(
-            page.text().contains("<form method=\"post\""),
-            "{app}: {:?}",
-            page.text()
-        );
-        let greeted = form_post(&server, "/greet", "name=Ada+Lovelace");
-        assert_eq!(
-            greeted.status, 200,
-            "{app}: {greeted:?}; log:\n{}",
-            server.log
-        );
-        assert_eq!(greeted.text(), "Hello, Ada Lovelace!\n");
-        let empty = form_post(&server, "/greet", "name=");
-        assert_eq!(empty.status, 400, "{app}: {empty:?}");
-        let json = get(&server, "/json?a=1");
-        assert_eq!(json.status, 200, "{app}");
-        assert_eq!(
-            json_of(&json),
-            serde_json::json!({"path": "/json", "args": {"a": "1"}})
-        );
-        let missing = get(&server, "/nowhere");
-        assert_eq!(missing.status, 404, "{app}");
-        let complaints = validator_complaints(&server);
-        assert!(
-            complaints.is_empty(),
-            "{app}: {complaints:#?}; log:\n{}",
-            server.log
-        );
-    }
+    let server = serve(&["-w", "1"], "flask_app:app");
+    let index = get(&server, "/");
+    assert_eq!(index.status, 200, "{index:?}; log:\n{}", server.log);
+    assert_eq!(index.text(), "Hello from Flask\n");
+    let page = get(&server, "/greet");
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(
+        page.text().contains("<form method=\"post\""),
+        "{:?}",
+        page.text()
+    );
+    let greeted = form_post(&server, "/greet", "name=Ada+Lovelace");
+    assert_eq!(greeted.status, 200, "{greeted:?}; log:\n{}", server.log);
+    assert_eq!(greeted.text(), "Hello, Ada Lovelace!\n");
+    let empty = form_post(&server, "/greet", "name=");
+    assert_eq!(empty.status, 400, "{empty:?}");
+    let json = get(&server, "/json?a=1");
+    assert_eq!(json.status, 200, "{json:?}");
+    assert_eq!(
+        json_of(&json),
+        serde_json::json!({"path": "/json", "args": {"a": "1"}})
+    );
+    let missing = get(&server, "/nowhere");
+    assert_eq!(missing.status, 404);
+    assert!(!server.log.contains("Traceback"), "log:\n{}", server.log);
 }
 
 #[test]

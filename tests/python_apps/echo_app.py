@@ -67,4 +67,14 @@ def app(environ, start_response):
     return [out]
 
 
-validated_app = validator(app)
+_validated = validator(app)
+
+
+def validated_app(environ, start_response):
+    """`app` inside wsgiref.validate, except for requests whose target is not
+    a path (`OPTIONS *`, `CONNECT host:port`): the validator insists that
+    PATH_INFO starts with "/", which those cannot give."""
+    path = environ.get("PATH_INFO", "")
+    if path and not path.startswith("/"):
+        return app(environ, start_response)
+    return _validated(environ, start_response)

@@ -1,7 +1,6 @@
 """A small Flask app for tests/wsgi.rs: a page, a form that POSTs, and JSON."""
 
 from flask import Flask, jsonify, request
-from wsgiref.validate import validator
 
 app = Flask(__name__)
 
@@ -31,5 +30,3 @@ def greet():
 def as_json():
     return jsonify(path=request.path, args=request.args.to_dict())
 
-
-validated_app = validator(app)

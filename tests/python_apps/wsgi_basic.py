@@ -125,8 +125,9 @@ def read_input(environ, start_response):
 
     Modes: `read` (read() once), `readn` (read(3) until b""), `readline`
     (readline() until b""), `readline-limit` (readline(4) until b""),
-    `readlines`, `iter` (for line in input), `past` (read(CONTENT_LENGTH),
-    then read(5) and read() past the end: both must give b"").
+    `readlines`, `iter` (for line in input), `past` (the whole body by
+    read(CONTENT_LENGTH), or by read(4096) until b"" when chunked, then
+    read(5) and read() past the end: both must give b"").
     """
     stream = environ["wsgi.input"]
     mode = query(environ).get("mode", "readn")
@@ -143,8 +144,12 @@ def read_input(environ, start_response):
     elif mode == "iter":
         pieces = [line for line in stream]
     elif mode == "past":
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        pieces = [stream.read(length), stream.read(5), stream.read()]
+        length = environ.get("CONTENT_LENGTH")
+        if length:
+            whole = stream.read(int(length))
+        else:
+            whole = b"".join(iter(lambda: stream.read(4096), b""))
+        pieces = [whole, stream.read(5), stream.read()]
     else:
         return reply(start_response, f"unknown mode {mode}\n", status="400 Bad Request")
     for piece in pieces:
