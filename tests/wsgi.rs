@@ -52,6 +52,8 @@ fn serve_with_env(flags: &[&str], app: &str, extra_env: &[(&str, &str)]) -> Serv
     args.extend(["--chdir", &apps, app]);
     let venv = python::env();
     let mut env: Vec<(&str, &str)> = venv.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Leave no __pycache__ in the checkout.
+    env.push(("PYTHONDONTWRITEBYTECODE", "1"));
     env.extend_from_slice(extra_env);
     Server::start_with_env(&args, &env)
 }
@@ -315,9 +317,11 @@ fn check_environ(server: &Server) {
     }
     assert_eq!(env["wsgi.file_wrapper"]["callable"], true, "{env:#}");
     assert_eq!(env["forkhorn.progress"]["callable"], true, "{env:#}");
-    assert_eq!(
-        env["forkhorn.detach"], false,
-        "forkhorn.detach starts False: {env:#}"
+    // The app sets forkhorn.detach to ask for a detached stream; it is
+    // not set to True before the app runs.
+    assert!(
+        env.get("forkhorn.detach").is_none_or(|v| *v == false),
+        "forkhorn.detach is set before the app asked: {env:#}"
     );
     for key in ["HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"] {
         assert!(env.get(key).is_none(), "{key} must not be set: {env:#}");
@@ -1150,6 +1154,27 @@ fn an_exception_after_the_headers_cuts_the_connection_and_close_is_called() {
 }
 
 #[test]
+fn a_body_without_start_response_or_of_str_gives_500_and_a_log_line() {
+    let server = serve(&["-w", "1"], BASIC);
+    for (path, needle) in [("/no-start", "start_response"), ("/yield-str", "bytes")] {
+        let before = server.log.count(|l| l.contains(needle));
+        let response = get(&server, path);
+        assert_eq!(response.status, 500, "{path}: {response:?}");
+        assert!(
+            !response.text().contains("must not be sent"),
+            "{path}: the app's body went out"
+        );
+        assert!(
+            wait_until(EVENTUALLY, || server.log.count(|l| l.contains(needle))
+                > before),
+            "{path}: no log line says {needle:?}; log:\n{}",
+            server.log
+        );
+    }
+    check_hello(&server);
+}
+
+#[test]
 fn wsgi_errors_writes_reach_the_error_log() {
     let server = serve(&["-w", "1"], BASIC);
     let message = format!("to-wsgi-errors-{}", std::process::id());
@@ -1190,8 +1215,11 @@ fn forkhorn_progress_keeps_a_long_request_from_timing_out() {
         "log:\n{}",
         server.log
     );
+}
 
-    // Without progress the same work is over the timeout.
+#[test]
+fn a_request_over_the_timeout_gets_504_and_its_python_stack_is_logged() {
+    let server = serve(&["-w", "1", "-t", "1"], BASIC);
     let response = get(&server, "/busy?seconds=2.5");
     assert_eq!(response.status, 504, "{response:?}; log:\n{}", server.log);
     assert!(
@@ -1203,6 +1231,17 @@ fn forkhorn_progress_keeps_a_long_request_from_timing_out() {
         "log:\n{}",
         server.log
     );
+    // faulthandler's dump: `File ".../wsgi_basic.py", line N in busy`.
+    assert!(
+        server
+            .log
+            .wait_for(EVENTUALLY, |l| l.contains("wsgi_basic.py")
+                && l.contains("in busy"))
+            .is_some(),
+        "the Python stack of the stuck request is not in the log; log:\n{}",
+        server.log
+    );
+    check_hello(&server);
 }
 
 // ---------------------------------------------------------------- wsgiref.validate

@@ -250,6 +250,17 @@ def start_twice(environ, start_response):
     return [b"accepted a second start_response\n"]
 
 
+def no_start_response(environ, start_response):
+    """Returns a body without ever calling start_response."""
+    return [b"this body must not be sent\n"]
+
+
+def yield_str(environ, start_response):
+    """Yields str where WSGI wants bytes."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return ["this body must not be sent\n"]
+
+
 BAD_HEADERS = {
     "value-crlf": ("X-Bad", "one\r\nX-Injected: yes"),
     "value-lf": ("X-Bad", "one\nX-Injected: yes"),
@@ -348,6 +359,8 @@ ROUTES = {
     "/raise-after-headers": fail_after_headers,
     "/exc-info": exc_info_before_body,
     "/twice": start_twice,
+    "/no-start": no_start_response,
+    "/yield-str": yield_str,
     "/bad-header": bad_header,
     "/hop": hop_by_hop,
     "/sse": sse,
