@@ -733,12 +733,16 @@ fn run_failing_app(app: &str) -> common::Finished {
     )
 }
 
+/// The exit status for "the app could not be loaded" (README, Exit status;
+/// gunicorn's too).
+const EXIT_APP_LOAD_FAILED: i32 = 4;
+
 fn assert_load_failure(app: &str, needles: &[&str]) {
     let run = run_failing_app(app);
     let log = run.stderr.join("\n");
     assert_eq!(
         run.status.code(),
-        Some(3),
+        Some(EXIT_APP_LOAD_FAILED),
         "{app}: exit status {}; log:\n{log}",
         run.status
     );
@@ -751,7 +755,7 @@ fn assert_load_failure(app: &str, needles: &[&str]) {
 }
 
 #[test]
-fn a_missing_module_stops_forkhorn_with_status_3_naming_it() {
+fn a_missing_module_stops_forkhorn_as_an_app_load_failure_naming_it() {
     assert_load_failure(
         "no_such_module_here:app",
         &["no_such_module_here", "ModuleNotFoundError"],
@@ -759,19 +763,19 @@ fn a_missing_module_stops_forkhorn_with_status_3_naming_it() {
 }
 
 #[test]
-fn a_module_that_raises_on_import_stops_forkhorn_with_status_3() {
+fn a_module_that_raises_on_import_stops_forkhorn_with_its_traceback() {
     assert_load_failure(
         "broken_at_import:app",
         &[
-            "broken_at_import",
-            "RuntimeError",
-            "broken_at_import fails on purpose",
+            "Traceback (most recent call last)",
+            "broken_at_import.py",
+            "RuntimeError: broken_at_import fails on purpose",
         ],
     );
 }
 
 #[test]
-fn a_missing_callable_stops_forkhorn_with_status_3_naming_it() {
+fn a_missing_callable_stops_forkhorn_naming_it() {
     assert_load_failure(
         "wsgi_basic:no_such_callable",
         &["wsgi_basic", "no_such_callable"],
@@ -1107,6 +1111,8 @@ fn an_exception_gives_500_logs_request_and_traceback_and_the_worker_serves_on() 
     for needle in [
         "GET /raise",
         "Traceback (most recent call last)",
+        // The app's own frame: `File ".../wsgi_basic.py", line N, in fail`.
+        "in fail",
         &format!("RuntimeError: {message}"),
     ] {
         assert!(

@@ -5,16 +5,14 @@ Answers 200 with JSON: `method`, `target` (the request target as sent, from
 RAW_URI), `version`, `headers` (rebuilt from the environ: WSGI keeps neither
 the order nor the spelling of names, and joins repeated fields with ", "),
 `body_base64` and `trailers` (WSGI has no way to see trailers: always []).
-A body the client cut short is shown as far as it arrived.
+A body the client cut short is shown as far as it arrived; another error
+reading it gets a 400 naming the error.
 """
 
 import base64
 import json
 from urllib.parse import quote
 from wsgiref.validate import validator
-
-READ_SIZE = 65536
-
 
 def target(environ):
     raw = environ.get("RAW_URI")
@@ -39,12 +37,14 @@ def headers(environ):
 
 
 def read_body(stream):
+    """The body, or as much of it as arrived when the client cut it short
+    (forkhorn's wsgi.input raises OSError then). A failed read returns
+    nothing, so the body is read a byte at a time to lose none of it."""
     pieces = []
     while True:
         try:
-            piece = stream.read(READ_SIZE)
-        except (OSError, ValueError):
-            # The client stopped sending early: show what did arrive.
+            piece = stream.read(1)
+        except OSError:
             break
         if not piece:
             break
@@ -53,7 +53,12 @@ def read_body(stream):
 
 
 def app(environ, start_response):
-    body = read_body(environ["wsgi.input"])
+    try:
+        body = read_body(environ["wsgi.input"])
+    except Exception as e:
+        out = f"cannot read the request body: {type(e).__name__}: {e}\n".encode()
+        start_response("400 Bad Request", [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))])
+        return [out]
     reply = {
         "method": environ["REQUEST_METHOD"],
         "target": target(environ),
