@@ -1064,23 +1064,67 @@ fn close_is_called_when_the_body_ends() {
 #[test]
 fn close_is_called_when_the_client_goes_away_mid_stream() {
     let server = serve(&["-w", "1"], BASIC);
-    let closed = marker("gone-closed");
-    let mut stream = Stream::open(
+    // A plain body is written by the worker; an event stream by a pump thread.
+    for kind in ["plain", "sse"] {
+        let closed = marker("gone-closed");
+        let mut stream = Stream::open(
+            &server,
+            &raw_get(&format!("/forever?type={kind}&closed={}", closed.as_str())),
+        );
+        assert!(
+            stream.read_until("xxxx", EVENTUALLY),
+            "{kind}: no body; log:\n{}",
+            server.log
+        );
+        drop(stream);
+        assert!(
+            wait_for_file(closed.path()),
+            "{kind}: close() was not called after the client left; log:\n{}",
+            server.log
+        );
+        check_hello(&server);
+    }
+}
+
+#[test]
+fn a_body_the_app_does_not_read_does_not_leak_into_the_next_request() {
+    let server = serve(&["-w", "1"], BASIC);
+    let mut client = Client::connect(server.port).expect("connect");
+    // The unread body looks like a request of its own.
+    let smuggled = b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n";
+    let length = smuggled.len().to_string();
+    let mut pipelined = request(
+        "POST",
+        "/ignore-body",
+        &[("Content-Length", &length)],
+        smuggled,
+    );
+    pipelined.extend(request("GET", "/", &[("Connection", "close")], b""));
+    client.send(&pipelined).expect("send");
+    let first = client.read_response().expect("first response");
+    assert_eq!(first.text(), "ignored the body\n", "{first:?}");
+    let second = client.read_response().expect("second response");
+    assert_eq!(
+        second.text(),
+        "hello from wsgi\n",
+        "the unread body was taken for a request"
+    );
+    assert!(client.is_closed_by_server(), "a third response came");
+}
+
+#[test]
+fn a_header_spelled_with_underscores_cannot_pose_as_one_with_dashes() {
+    let server = serve(&["-w", "1"], BASIC);
+    let response = send(
         &server,
-        &raw_get(&format!("/forever?closed={}", closed.as_str())),
+        "GET",
+        "/environ",
+        &[("X-Real-IP", "10.0.0.1"), ("X_Real_IP", "6.6.6.6")],
+        b"",
     );
-    assert!(
-        stream.read_until("xxxx", EVENTUALLY),
-        "no body; log:\n{}",
-        server.log
-    );
-    drop(stream);
-    assert!(
-        wait_for_file(closed.path()),
-        "close() was not called after the client left; log:\n{}",
-        server.log
-    );
-    check_hello(&server);
+    assert_eq!(response.status, 200, "{response:?}");
+    let env = json_of(&response);
+    assert_eq!(env["HTTP_X_REAL_IP"], "10.0.0.1", "{env:#}");
 }
 
 #[test]

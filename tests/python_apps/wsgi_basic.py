@@ -200,15 +200,18 @@ def block(environ, start_response):
 
 
 def forever(environ, start_response):
-    """1 KiB chunks every few ms until close() (at most about 20 s)."""
+    """1 KiB chunks every few ms until close() (at most about 20 s); with
+    `type=sse` as an event stream."""
     params = query(environ)
+    is_sse = params.get("type") == "sse"
 
     def body():
         for _ in range(4000):
-            yield b"x" * 1023 + b"\n"
+            yield b"data: " + b"x" * 1016 + b"\n\n" if is_sse else b"x" * 1023 + b"\n"
             time.sleep(0.005)
 
-    start_response("200 OK", [("Content-Type", "text/plain")])
+    content_type = "text/event-stream" if is_sse else "text/plain"
+    start_response("200 OK", [("Content-Type", content_type)])
     return Closing(body(), params.get("closed"))
 
 
