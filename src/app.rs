@@ -63,6 +63,30 @@ pub struct RawTarget(pub String);
 #[derive(Debug, Clone, Default)]
 pub struct RawHeaders(pub Vec<(String, Vec<u8>)>);
 
+/// A handle in every request's extensions that says "still working" for
+/// the worker: `beat` counts as progress for `--timeout`, as bytes sent to
+/// the client do, so a long computation that reports progress is not killed.
+/// It may be cloned and used from any thread the app starts.
+#[derive(Clone)]
+pub struct Progress(crate::heartbeat::Slot);
+
+impl Progress {
+    pub(crate) fn new(slot: crate::heartbeat::Slot) -> Progress {
+        Progress(slot)
+    }
+
+    /// Record progress now.
+    pub fn beat(&self) {
+        self.0.beat();
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
 /// Where a request body comes from: the worker's connection, or nothing.
 pub(crate) trait BodySource: Read {
     fn trailers(&self) -> &[(String, Vec<u8>)];

@@ -165,6 +165,22 @@ pub struct Args {
     #[arg(long = "static-dotfiles")]
     pub static_dotfiles: bool,
 
+    /// Change to this directory before loading the app; a Python app's modules are found there.
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Directories to put first on a Python app's sys.path, comma-separated.
+    #[arg(long, value_name = "DIRS", value_delimiter = ',')]
+    pub pythonpath: Vec<PathBuf>,
+
+    /// Import a Python app in the master before forking, so workers share its memory (code changes then need USR2, not HUP).
+    #[arg(long)]
+    pub preload: bool,
+
+    /// Set an environment variable for the app: KEY=VALUE (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = env_var)]
+    pub env: Vec<(String, String)>,
+
     /// Unix socket for `forkhorn ctl` [default: forkhorn.ctl in $XDG_RUNTIME_DIR, else in the worker tmp dir].
     #[arg(long = "control-socket", value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
@@ -319,6 +335,16 @@ pub struct MasterSettings {
     pub error_log: LogTarget,
     /// Least severe level written (`--log-level`); default info.
     pub log_level: LogLevel,
+    /// Directory the master changes to before the app is built (`--chdir`).
+    pub chdir: Option<PathBuf>,
+    /// `sys.path` additions for a Python app (`--pythonpath`), captured by
+    /// the app factory.
+    pub pythonpath: Vec<PathBuf>,
+    /// Environment the master sets before the app is built, so every
+    /// worker inherits it (`--env`).
+    pub env: Vec<(String, String)>,
+    /// Import a Python app in the master, before fork (`--preload`).
+    pub preload: bool,
 }
 
 impl MasterSettings {
@@ -339,6 +365,10 @@ impl MasterSettings {
             access_log,
             error_log,
             log_level,
+            chdir,
+            pythonpath,
+            env,
+            preload,
         } = self;
         let mut changed = Vec::new();
         let mut note = |differs: bool, key: &'static str| {
@@ -362,6 +392,10 @@ impl MasterSettings {
         note(*access_log != new.access_log, "access_logfile");
         note(*error_log != new.error_log, "error_logfile");
         note(*log_level != new.log_level, "log_level");
+        note(*chdir != new.chdir, "chdir");
+        note(*pythonpath != new.pythonpath, "pythonpath");
+        note(*env != new.env, "env");
+        note(*preload != new.preload, "preload");
         changed
     }
 }
@@ -564,6 +598,18 @@ fn max_worker_memory(value: &str) -> Result<u64, String> {
     }
 }
 
+/// `--env KEY=VALUE`.
+fn env_var(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((key, v)) if !key.is_empty() && !key.contains('\0') && !v.contains('\0') => {
+            Ok((key.to_owned(), v.to_owned()))
+        }
+        _ => Err(format!(
+            "{value:?} is not KEY=VALUE (an environment variable with its value, e.g. DJANGO_SETTINGS_MODULE=site.settings)"
+        )),
+    }
+}
+
 fn umask(value: &str) -> Result<u32, String> {
     let digits = value.trim_start_matches("0o").trim_start_matches("0O");
     match u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, 8) {
@@ -675,6 +721,10 @@ impl Config {
                     .map(LogTarget::stdout_or_file),
                 error_log: LogTarget::stderr_or_file(&args.error_logfile),
                 log_level: args.log_level,
+                chdir: args.chdir.clone(),
+                pythonpath: args.pythonpath.clone(),
+                env: args.env.clone(),
+                preload: args.preload,
             },
             worker: WorkerSettings {
                 workers,

@@ -218,6 +218,20 @@ impl log::Log for Logger {
     fn flush(&self) {}
 }
 
+/// The descriptor the error log writes to (stderr unless it is a file), for
+/// code that must write without the logger's lock (a signal handler).
+pub fn error_log_fd() -> std::os::fd::RawFd {
+    use std::os::fd::AsRawFd;
+    let Some(sink) = LOGGER.get().and_then(|l| l.error.lock().ok()) else {
+        return 2;
+    };
+    match (&sink.target, &sink.file) {
+        (_, Some(f)) => f.as_raw_fd(),
+        (LogTarget::Stdout, None) => 1,
+        _ => 2,
+    }
+}
+
 /// Open the logs and install the logger. Called once, in the master, before fork.
 pub fn init(error: &LogTarget, access: Option<&LogTarget>, level: LogLevel) -> io::Result<()> {
     let logger = Logger {

@@ -25,6 +25,8 @@ use crate::{apps, logging};
 const EXIT_USAGE: u8 = 2;
 /// Exit status when the server cannot start (bind, log file, pidfile).
 const EXIT_STARTUP: u8 = 1;
+/// The app could not be loaded (as a worker reports it; gunicorn's 4).
+const EXIT_APP_LOAD: u8 = crate::worker::EXIT_APP_LOAD_FAILED as u8;
 
 /// Where workers get their app.
 enum AppSource {
@@ -351,11 +353,26 @@ fn launch(
             }
         }
     }
+    if let Err(e) = enter_app_environment(&config) {
+        log::error!("{e}");
+        eprintln_if_logging_elsewhere(&config, &e);
+        listeners.iter().for_each(Listener::remove_socket_file);
+        return ExitCode::from(EXIT_STARTUP);
+    }
+    if config.master.preload && builtin {
+        if let Err(e) = preload(&config) {
+            log::error!("{e}");
+            eprintln_if_logging_elsewhere(&config, &e);
+            listeners.iter().for_each(Listener::remove_socket_file);
+            return ExitCode::from(EXIT_APP_LOAD);
+        }
+    }
     let factory: AppFactory = match source {
         AppSource::BuiltIn => {
             let spec = config.master.app.clone();
             let options = apps::AppOptions {
                 static_dotfiles: config.master.static_dotfiles,
+                pythonpath: config.master.pythonpath.clone(),
             };
             Arc::new(move || apps::build(&spec, &options))
         }
@@ -388,6 +405,43 @@ fn launch(
         arbiter = arbiter.taking_over_from(old);
     }
     ExitCode::from(u8::try_from(arbiter.run()).unwrap_or(1))
+}
+
+/// `--preload`: import a Python app in the master, before any fork.
+#[cfg(feature = "python")]
+fn preload(config: &Config) -> Result<(), String> {
+    if !apps::is_python(&config.master.app) {
+        log::warn!(
+            "--preload applies to Python apps; {:?} is built in, so it is ignored",
+            config.master.app
+        );
+        return Ok(());
+    }
+    apps::python::preload(&config.master.app, &config.master.pythonpath)
+}
+
+#[cfg(not(feature = "python"))]
+fn preload(config: &Config) -> Result<(), String> {
+    apps::check(&config.master.app)
+}
+
+/// `--chdir` and `--env`, applied in the master before the app factory is
+/// made, so every worker starts in that directory with that environment.
+fn enter_app_environment(config: &Config) -> Result<(), String> {
+    if let Some(dir) = &config.master.chdir {
+        std::env::set_current_dir(dir).map_err(|e| {
+            format!(
+                "cannot change to --chdir {}: {e} (is the path right?)",
+                dir.display()
+            )
+        })?;
+    }
+    for (key, value) in &config.master.env {
+        // SAFETY: the master is single-threaded (it forks workers and never
+        // starts a thread), so nothing reads the environment concurrently.
+        unsafe { std::env::set_var(key, value) };
+    }
+    Ok(())
 }
 
 /// Every settings source, then the `Duration`s a builder set.

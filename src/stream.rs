@@ -29,6 +29,9 @@ struct State {
     chunks: VecDeque<Vec<u8>>,
     /// The producer finished: every sender was dropped.
     is_finished: bool,
+    /// The producer failed mid-stream: the client must not take what it got
+    /// for the whole body.
+    is_aborted: bool,
     /// The client or the worker gave up on the stream.
     is_closed: bool,
     senders: usize,
@@ -78,6 +81,16 @@ impl StreamSender {
         drop(state);
         wake();
         Ok(())
+    }
+
+    /// End the stream as failed: the worker closes the connection without
+    /// the chunked terminator, so the client sees a cut-off response rather
+    /// than a complete one.
+    pub fn abort(self) {
+        if let Ok(mut s) = self.shared.state.lock() {
+            s.is_aborted = true;
+        }
+        // Drop wakes the worker, which sees the abort.
     }
 
     /// Whether the client is gone (a producer waiting on something slow can
@@ -131,6 +144,9 @@ pub enum Next {
     Pending,
     /// The producer is done and everything was taken.
     Finished,
+    /// The producer failed (`StreamSender::abort`): close without ending
+    /// the body properly.
+    Aborted,
 }
 
 impl StreamReceiver {
@@ -147,6 +163,7 @@ impl StreamReceiver {
                 self.shared.room.notify_all();
                 Next::Chunk(chunk)
             }
+            None if state.is_aborted => Next::Aborted,
             None if state.is_finished => Next::Finished,
             None => Next::Pending,
         }
@@ -187,6 +204,7 @@ pub fn channel(capacity: usize, idle_timeout: Duration) -> (StreamSender, Stream
         state: Mutex::new(State {
             chunks: VecDeque::new(),
             is_finished: false,
+            is_aborted: false,
             is_closed: false,
             senders: 1,
         }),

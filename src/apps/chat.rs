@@ -601,7 +601,7 @@ mod tests {
             match rx.next() {
                 Next::Chunk(c) => out.extend(c),
                 Next::Pending => std::thread::sleep(Duration::from_millis(2)),
-                Next::Finished => break,
+                Next::Finished | Next::Aborted => break,
             }
         }
         String::from_utf8(out).expect("utf-8")

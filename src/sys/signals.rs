@@ -33,6 +33,13 @@ static RESPONSE_STARTED: AtomicBool = AtomicBool::new(false);
 /// until `set_timeout_mark`. Always from a `&'static AtomicU64`.
 static TIMEOUT_MARK: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
 
+/// A function the timeout handler calls after its 504, with the error log's
+/// descriptor, to say where the worker was stuck (the Python host dumps the
+/// interpreter's stacks); null until `report_timeouts_with`.
+static TIMEOUT_REPORT: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
+/// Where `TIMEOUT_REPORT` writes.
+static TIMEOUT_REPORT_FD: AtomicI32 = AtomicI32::new(2);
+
 /// What a client gets when the master times out the worker serving it: a
 /// complete 504 instead of a reset, so proxies and people see why.
 const TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 504 Gateway Timeout\r\n\
@@ -99,6 +106,13 @@ extern "C" fn on_abort(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut
         if rest.is_empty() {
             record_timeout_answer();
         }
+    }
+    let report = TIMEOUT_REPORT.load(Ordering::Acquire);
+    if !report.is_null() {
+        // SAFETY: only `report_timeouts_with` stores here, from a
+        // `TimeoutReport`, whose contract is to be async-signal-safe.
+        let report: TimeoutReport = unsafe { std::mem::transmute(report) };
+        report(TIMEOUT_REPORT_FD.load(Ordering::Relaxed));
     }
     // SAFETY: as in exit_now.
     unsafe { libc::_exit(EXIT_TIMED_OUT) }
@@ -221,6 +235,18 @@ pub fn install_timeout_handler() -> io::Result<()> {
         SigHandler::SigAction(on_abort),
         SaFlags::SA_SIGINFO,
     )
+}
+
+/// A report of where a timed-out worker was stuck, written to the descriptor
+/// it is given. It runs inside the SIGABRT handler, so it must only do what
+/// is safe there (write(2), reading memory no lock guards).
+pub type TimeoutReport = extern "C" fn(fd: libc::c_int);
+
+/// Have the timeout handler call `report` with `fd` (the error log) after it
+/// has answered the client and before the worker exits.
+pub fn report_timeouts_with(report: TimeoutReport, fd: RawFd) {
+    TIMEOUT_REPORT_FD.store(fd, Ordering::Relaxed);
+    TIMEOUT_REPORT.store(report as *mut (), Ordering::Release);
 }
 
 /// Have the timeout handler stamp `mark` with the CLOCK_MONOTONIC time at

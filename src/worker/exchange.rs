@@ -211,7 +211,10 @@ fn call_app(
         ctx.beat_every,
     );
     let response = {
-        let request = request.map(|()| Body::new(&mut body));
+        let mut request = request.map(|()| Body::new(&mut body));
+        request
+            .extensions_mut()
+            .insert(crate::app::Progress::new(ctx.slot.clone()));
         // The panic hook stays silent inside catch_panic: this is the one line.
         match crate::logging::catch_panic(AssertUnwindSafe(|| app.call(request))) {
             Ok(r) => r,

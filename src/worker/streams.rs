@@ -84,6 +84,11 @@ impl Worker<'_> {
                     }
                 }
                 Next::Pending => break,
+                Next::Aborted => {
+                    log::debug!("stream to {:?} ended by its producer's error", conn.peer);
+                    conn.stream = Some(stream);
+                    return Pumped::Failed;
+                }
                 Next::Finished => {
                     if stream.chunked {
                         write_last_chunk(&mut conn.out);
