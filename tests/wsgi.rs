@@ -782,6 +782,69 @@ fn a_missing_callable_stops_forkhorn_naming_it() {
     );
 }
 
+/// `/imported-in` until `n` different workers answered (each worker
+/// serves 2 requests with `--max-requests 2`): (importer, worker) pairs.
+fn importers_across_recycled_workers(server: &Server, n: usize) -> Vec<(i32, i32)> {
+    let mut seen: Vec<(i32, i32)> = Vec::new();
+    let ok = wait_until(EVENTUALLY, || {
+        seen.push(importer_and_worker(server));
+        let mut workers: Vec<i32> = seen.iter().map(|&(_, w)| w).collect();
+        workers.dedup();
+        workers.len() >= n
+    });
+    assert!(
+        ok,
+        "fewer than {n} workers served: {seen:?}; log:\n{}",
+        server.log
+    );
+    seen
+}
+
+#[test]
+fn a_recycled_worker_imports_the_app_afresh_and_serves() {
+    let server = serve(&["-w", "1", "--max-requests", "2"], BASIC);
+    for (importer, worker) in importers_across_recycled_workers(&server, 3) {
+        assert_eq!(
+            importer, worker,
+            "worker {worker} did not import the app itself"
+        );
+    }
+}
+
+#[test]
+fn with_preload_every_recycled_worker_gets_the_preloaded_app() {
+    let server = serve(&["-w", "1", "--max-requests", "2", "--preload"], BASIC);
+    let seen = importers_across_recycled_workers(&server, 3);
+    for (importer, worker) in seen {
+        assert_ne!(importer, worker, "worker {worker} imported the app itself");
+        assert_eq!(
+            importer, server.master,
+            "the app was not imported by the master"
+        );
+    }
+}
+
+#[test]
+fn threads_the_app_started_run_while_the_worker_waits_for_requests() {
+    let server = serve(&["-w", "1"], BASIC);
+    let ticks = marker("thread-ticks");
+    let response = get(&server, &format!("/thread?path={}", ticks.as_str()));
+    assert_eq!(response.text(), "started\n", "{response:?}");
+    // No request is in flight now: the thread runs only if the idle worker
+    // does not hold the GIL.
+    let lines = || {
+        std::fs::read_to_string(ticks.path())
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert!(
+        wait_until(EVENTUALLY, || lines() >= 30),
+        "the app's thread ticked {} times while the worker was idle",
+        lines()
+    );
+}
+
 // ---------------------------------------------------------------- environ
 
 #[test]
@@ -1023,6 +1086,113 @@ fn hop_by_hop_headers_from_the_app_give_500_and_a_log_line() {
     check_hello(&server);
 }
 
+#[test]
+fn start_response_with_exc_info_after_the_headers_reraises_and_cuts_the_body() {
+    let server = serve(&["-w", "1"], BASIC);
+    let closed = marker("late-closed");
+    let raw = exchange_raw(
+        &server,
+        &raw_get(&format!("/late-exc-info?closed={}", closed.as_str())),
+    );
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
+    assert!(
+        !text.contains("did not re-raise"),
+        "start_response with exc_info after the headers returned: {text:?}"
+    );
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "the body was completed: {text:?}"
+    );
+    assert!(
+        wait_for_file(closed.path()),
+        "close() was not called; log:\n{}",
+        server.log
+    );
+    assert!(
+        server
+            .log
+            .wait_for(EVENTUALLY, |l| l.contains("late failure"))
+            .is_some(),
+        "the re-raised exception is not in the log; log:\n{}",
+        server.log
+    );
+    check_hello(&server);
+}
+
+#[test]
+fn repeated_response_headers_go_out_as_separate_fields() {
+    let server = serve(&["-w", "1"], BASIC);
+    let response = get(&server, "/set-cookies");
+    assert_eq!(response.status, 200, "{response:?}");
+    let cookies: Vec<&str> = response
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Set-Cookie"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        cookies,
+        ["a=1; Path=/", "b=2; Path=/; HttpOnly"],
+        "{response:?}"
+    );
+}
+
+#[test]
+fn response_header_values_go_out_as_latin_1_and_others_give_500() {
+    let server = serve(&["-w", "1"], BASIC);
+    // U+00E9 is one latin-1 byte.
+    let raw = exchange_raw(&server, &raw_get("/header-value?value=caf%C3%A9"));
+    let (head, _) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(
+        raw.to_ascii_lowercase()
+            .windows(15)
+            .any(|w| w == b"x-value: caf\xe9\r\n"),
+        "the value is not the latin-1 byte: {head:?}"
+    );
+    // U+20AC has no latin-1 byte (PEP 3333: header values are latin-1).
+    let errors_before = server.log.count(|l| l.contains("[ERROR]"));
+    let response = get(&server, "/header-value?value=%E2%82%AC");
+    assert_eq!(response.status, 500, "{response:?}");
+    assert!(
+        wait_until(EVENTUALLY, || server.log.count(|l| l.contains("[ERROR]"))
+            > errors_before),
+        "no error logged; log:\n{}",
+        server.log
+    );
+    check_hello(&server);
+}
+
+#[test]
+fn an_invalid_status_from_the_app_gives_500() {
+    let server = serve(&["-w", "1"], BASIC);
+    for status in ["OK", "20%20OK", "2000%20OK", "abc%20OK", "099%20Low"] {
+        let response = get(&server, &format!("/status?status={status}"));
+        assert_eq!(response.status, 500, "status {status:?}: {response:?}");
+        assert!(
+            !response.text().contains("status as given"),
+            "status {status:?}: the app's body went out"
+        );
+    }
+    let teapot = get(&server, "/status?status=418%20I%27m%20a%20teapot");
+    assert_eq!(teapot.status, 418, "{teapot:?}");
+    check_hello(&server);
+}
+
+#[test]
+fn request_header_bytes_reach_the_environ_as_latin_1() {
+    let server = serve(&["-w", "1"], BASIC);
+    let mut raw =
+        b"GET /environ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Latin: caf".to_vec();
+    raw.extend_from_slice(b"\xe9\r\n\r\n");
+    let reply = exchange_raw(&server, &raw);
+    let (head, body) = split_head(&reply);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let env: serde_json::Value = serde_json::from_slice(&body).expect("JSON environ");
+    assert_eq!(env["HTTP_X_LATIN"], "caf\u{e9}", "{env:#}");
+}
+
 // ---------------------------------------------------------------- framing and flushing
 
 #[test]
@@ -1131,6 +1301,111 @@ fn a_header_spelled_with_underscores_cannot_pose_as_one_with_dashes() {
 fn wsgi_file_wrapper_sends_the_whole_file() {
     let server = serve(&["-w", "1"], BASIC);
     check_file_wrapper(&server);
+}
+
+#[test]
+fn an_app_sending_more_than_its_content_length_cannot_desync_the_connection() {
+    let server = serve(&["-w", "1"], BASIC);
+    for kind in ["list", "gen"] {
+        // Two requests on one connection: whatever follows the first
+        // response's 5 declared bytes must be the second response.
+        let mut both = request(
+            "GET",
+            &format!("/length-lie?declared=5&kind={kind}"),
+            &[],
+            b"",
+        );
+        both.extend(request("GET", "/", &[("Connection", "close")], b""));
+        let raw = exchange_raw(&server, &both);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, rest) = split_head(&raw);
+        assert_eq!(
+            head_header(&head, "Content-Length").as_deref(),
+            Some("5"),
+            "{kind}: {text:?}"
+        );
+        assert!(rest.starts_with(b"hello"), "{kind}: {text:?}");
+        assert!(
+            !text.contains("world"),
+            "{kind}: bytes past the declared length went out: {text:?}"
+        );
+        let after = &rest[5..];
+        assert!(
+            after.is_empty() || after.starts_with(b"HTTP/1.1 200 "),
+            "{kind}: the connection carried something else after the body: {text:?}"
+        );
+    }
+    check_hello(&server);
+}
+
+#[test]
+fn an_app_sending_less_than_its_content_length_gets_the_connection_closed_at_once() {
+    let server = serve(&["-w", "1"], BASIC);
+    for kind in ["list", "gen"] {
+        let mut client = Client::connect(server.port).expect("connect");
+        client
+            .send(&request(
+                "GET",
+                &format!("/length-lie?declared=20&kind={kind}"),
+                &[],
+                b"",
+            ))
+            .expect("send");
+        let started = Instant::now();
+        let outcome = client.read_response();
+        let took = started.elapsed();
+        assert!(
+            outcome.is_err(),
+            "{kind}: a whole response arrived: {outcome:?}"
+        );
+        assert!(
+            took < AT_ONCE,
+            "{kind}: the client waited {took:?} for bytes that never come"
+        );
+    }
+    check_hello(&server);
+}
+
+#[test]
+fn large_bodies_pass_through_whole_both_ways() {
+    let server = serve(&["-w", "1"], BASIC);
+    let size = 3_000_000usize;
+    let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let want = format!("length {size}, mismatch at none\n");
+    let length = size.to_string();
+    let upload = send(
+        &server,
+        "POST",
+        "/pattern",
+        &[("Content-Length", &length)],
+        &body,
+    );
+    assert_eq!(upload.text(), want, "Content-Length upload");
+    let mut chunked = Vec::new();
+    for piece in body.chunks(100_000) {
+        chunked.extend(format!("{:x}\r\n", piece.len()).into_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let upload = send(
+        &server,
+        "POST",
+        "/pattern",
+        &[("Transfer-Encoding", "chunked")],
+        &chunked,
+    );
+    assert_eq!(upload.text(), want, "chunked upload");
+
+    let download = get(&server, &format!("/big?n={size}"));
+    assert_eq!(download.status, 200);
+    assert_eq!(download.body.len(), size, "download length");
+    let first_wrong = download
+        .body
+        .iter()
+        .enumerate()
+        .position(|(i, &b)| b != (i % 256) as u8);
+    assert_eq!(first_wrong, None, "download content");
 }
 
 // ---------------------------------------------------------------- errors

@@ -14,6 +14,7 @@ string (`?gate=PATH&closed=PATH`).
 import json
 import os
 import sys
+import threading
 import time
 from urllib.parse import parse_qs
 from wsgiref.validate import validator
@@ -123,7 +124,8 @@ def osenv(environ, start_response):
 def read_input(environ, start_response):
     """The request body as the pieces one way of reading wsgi.input gave.
 
-    Modes: `read` (read() once), `readn` (read(3) until b""), `readline`
+    Modes: `read` (read() once; `read-negative` and `read-none` pass -1
+    and None), `readn` (read(3) until b""), `readline`
     (readline() until b""), `readline-limit` (readline(4) until b""),
     `readlines`, `iter` (for line in input), `past` (the whole body by
     read(CONTENT_LENGTH), or by read(4096) until b"" when chunked, then
@@ -133,6 +135,10 @@ def read_input(environ, start_response):
     mode = query(environ).get("mode", "readn")
     if mode == "read":
         pieces = [stream.read()]
+    elif mode == "read-negative":
+        pieces = [stream.read(-1)]
+    elif mode == "read-none":
+        pieces = [stream.read(None)]
     elif mode == "readn":
         pieces = list(iter(lambda: stream.read(3), b""))
     elif mode == "readline":
@@ -175,6 +181,104 @@ def chunks(environ, start_response):
     count = int(params.get("n", "3"))
     start_response("200 OK", [("Content-Type", "text/plain")])
     return Closing((f"chunk {i}\n".encode() for i in range(count)), params.get("closed"))
+
+
+def length_lie(environ, start_response):
+    """Declares Content-Length `declared` but sends "hello world" (11 bytes),
+    as a list (`kind=list`) or from a generator (`kind=gen`)."""
+    params = query(environ)
+    declared = params.get("declared", "5")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", declared)])
+    if params.get("kind") == "gen":
+        return (piece for piece in [b"hello", b" world"])
+    return [b"hello world"]
+
+
+def late_exc_info(environ, start_response):
+    """After the headers went out, start_response with exc_info must re-raise (PEP 3333)."""
+    params = query(environ)
+
+    def body():
+        yield b"partial\n"
+        try:
+            raise ValueError("late failure")
+        except ValueError:
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+        yield b"start_response did not re-raise\n"
+
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return Closing(body(), params.get("closed"))
+
+
+def set_cookies(environ, start_response):
+    start_response(
+        "200 OK",
+        [
+            ("Content-Type", "text/plain"),
+            ("Set-Cookie", "a=1; Path=/"),
+            ("Set-Cookie", "b=2; Path=/; HttpOnly"),
+        ],
+    )
+    return [b"two cookies\n"]
+
+
+def header_value(environ, start_response):
+    """Sends the query's `value` (percent-decoded as UTF-8) as header X-Value."""
+    value = query(environ).get("value", "")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Value", value)])
+    return [b"sent\n"]
+
+
+def status_line(environ, start_response):
+    """Uses the query's `status` as the status string, as given."""
+    start_response(query(environ).get("status", "200 OK"), [("Content-Type", "text/plain")])
+    return [b"status as given\n"]
+
+
+def pattern_check(environ, start_response):
+    """Checks the body is byte i == i % 251 throughout, read 64 KiB at a
+    time: `length L, mismatch at K` (K is `none` when all match)."""
+    stream = environ["wsgi.input"]
+    length, mismatch = 0, "none"
+    for piece in iter(lambda: stream.read(65536), b""):
+        if mismatch == "none":
+            want = bytes((length + i) % 251 for i in range(len(piece)))
+            if piece != want:
+                at = next(i for i in range(len(piece)) if piece[i] != want[i])
+                mismatch = str(length + at)
+        length += len(piece)
+    return reply(start_response, f"length {length}, mismatch at {mismatch}\n")
+
+
+def big(environ, start_response):
+    """`n` bytes (a repeating pattern) in 64 KiB chunks, without a length."""
+    remaining = int(query(environ).get("n", "1000000"))
+    pattern = bytes(range(256)) * 256
+
+    def body():
+        nonlocal remaining
+        while remaining > 0:
+            piece = pattern[:remaining]
+            remaining -= len(piece)
+            yield piece
+
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return body()
+
+
+def start_thread(environ, start_response):
+    """Starts a daemon thread that appends a line to `path` every 10 ms for
+    about 5 s: it makes progress only while the worker lets go of the GIL."""
+    path = query(environ)["path"]
+
+    def tick():
+        for n in range(500):
+            with open(path, "a") as f:
+                f.write(f"{n}\n")
+            time.sleep(0.01)
+
+    threading.Thread(target=tick, daemon=True).start()
+    return reply(start_response, "started\n")
 
 
 def with_write(environ, start_response):
@@ -362,6 +466,14 @@ ROUTES = {
     "/raise-after-headers": fail_after_headers,
     "/exc-info": exc_info_before_body,
     "/twice": start_twice,
+    "/length-lie": length_lie,
+    "/late-exc-info": late_exc_info,
+    "/set-cookies": set_cookies,
+    "/header-value": header_value,
+    "/status": status_line,
+    "/pattern": pattern_check,
+    "/big": big,
+    "/thread": start_thread,
     "/no-start": no_start_response,
     "/yield-str": yield_str,
     "/bad-header": bad_header,
