@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+
 use common::{
     Client, EVENTUALLY, IO_TIMEOUT, Response, Server, TempFile, USER_AGENT, request, run_to_exit,
     wait_until,
@@ -427,9 +429,17 @@ fn check_chunked(server: &Server) {
 }
 
 fn check_http10(server: &Server) {
+    // Also when the client asks to keep the connection: without a length
+    // the close is the only way to end the body.
+    for extra in ["", "Connection: keep-alive\r\n"] {
+        check_http10_with(server, extra);
+    }
+}
+
+fn check_http10_with(server: &Server, extra_headers: &str) {
     let raw = exchange_raw(
         server,
-        b"GET /chunks?n=3 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+        format!("GET /chunks?n=3 HTTP/1.0\r\nHost: 127.0.0.1\r\n{extra_headers}\r\n").as_bytes(),
     );
     let (head, body) = split_head(&raw);
     assert!(head.contains(" 200 "), "{head}");
@@ -843,6 +853,66 @@ fn threads_the_app_started_run_while_the_worker_waits_for_requests() {
         "the app's thread ticked {} times while the worker was idle",
         lines()
     );
+}
+
+#[test]
+fn a_factory_that_raises_or_an_object_that_is_not_callable_stops_forkhorn() {
+    assert_load_failure(
+        "wsgi_factory:create_app(1, 2, 3)",
+        &["create_app", "TypeError"],
+    );
+    assert_load_failure(
+        "wsgi_basic:GATE_TIMEOUT_SECS",
+        &["GATE_TIMEOUT_SECS", "callable"],
+    );
+}
+
+#[test]
+fn term_lets_a_request_in_flight_finish_then_forkhorn_exits_0() {
+    let mut server = serve(&["-w", "1", "--graceful-timeout", "10"], BASIC);
+    let gate = marker("term-gate");
+    let mut stream = Stream::open(&server, &raw_get(&format!("/block?gate={}", gate.as_str())));
+    assert!(
+        stream.read_until("first\n", EVENTUALLY),
+        "{:?}; log:\n{}",
+        stream.text(),
+        server.log
+    );
+    server.signal(Signal::SIGTERM);
+    std::fs::write(gate.path(), b"go").expect("open the gate");
+    let all = stream.read_to_close();
+    assert!(
+        all.contains("second\n") && all.ends_with("0\r\n\r\n"),
+        "the request in flight was cut: {all:?}; log:\n{}",
+        server.log
+    );
+    let status = server.wait_exit(EVENTUALLY);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "log:\n{}",
+        server.log
+    );
+}
+
+#[test]
+fn hup_replaces_the_workers_and_the_app_keeps_serving() {
+    let server = serve(&["-w", "1"], BASIC);
+    let before = worker_pid(&server);
+    server.signal(Signal::SIGHUP);
+    let mut after = before;
+    let replaced = wait_until(EVENTUALLY, || {
+        after = worker_pid(&server);
+        after != before
+    });
+    assert!(
+        replaced,
+        "still served by {before} after HUP; log:\n{}",
+        server.log
+    );
+    check_hello(&server);
+    let (importer, worker) = importer_and_worker(&server);
+    assert_eq!(importer, worker, "the new worker imported the app itself");
 }
 
 // ---------------------------------------------------------------- environ
@@ -1408,6 +1478,61 @@ fn large_bodies_pass_through_whole_both_ways() {
     assert_eq!(first_wrong, None, "download content");
 }
 
+#[test]
+fn head_of_an_event_stream_answers_at_once_without_running_the_stream() {
+    let server = serve(&["-w", "1"], BASIC);
+    let gate = marker("head-sse-gate-never-opened");
+    let closed = marker("head-sse-closed");
+    let started = Instant::now();
+    let raw = exchange_raw(
+        &server,
+        &request(
+            "HEAD",
+            &format!("/sse?gate={}&closed={}", gate.as_str(), closed.as_str()),
+            &[("Connection", "close")],
+            b"",
+        ),
+    );
+    let took = started.elapsed();
+    let (head, rest) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(rest.is_empty(), "HEAD got body bytes: {rest:?}");
+    assert!(took < AT_ONCE, "HEAD took {took:?}: the stream was run");
+    assert!(
+        wait_for_file(closed.path()),
+        "close() was not called; log:\n{}",
+        server.log
+    );
+}
+
+#[test]
+fn a_body_the_app_gives_a_204_or_304_is_not_sent() {
+    let server = serve(&["-w", "1"], BASIC);
+    for status in ["204%20No%20Content", "304%20Not%20Modified"] {
+        // Pipelined: a body sent after the head would show up where the
+        // second response should start.
+        let mut both = request("GET", &format!("/status?status={status}"), &[], b"");
+        both.extend(request("GET", "/", &[("Connection", "close")], b""));
+        let raw = exchange_raw(&server, &both);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, rest) = split_head(&raw);
+        assert!(head.starts_with("HTTP/1.1 "), "{text:?}");
+        assert_eq!(
+            head_header(&head, "Transfer-Encoding"),
+            None,
+            "{status}: {head}"
+        );
+        assert!(
+            !text.contains("status as given"),
+            "{status}: the body went out: {text:?}"
+        );
+        assert!(
+            rest.starts_with(b"HTTP/1.1 200 "),
+            "{status}: the next response does not follow the head: {text:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- errors
 
 #[test]
@@ -1512,6 +1637,34 @@ fn wsgi_errors_writes_reach_the_error_log() {
             .is_some(),
         "log:\n{}",
         server.log
+    );
+}
+
+#[test]
+fn a_client_that_hangs_up_mid_upload_is_not_logged_as_an_error() {
+    let server = serve(&["-w", "1"], BASIC);
+    let mut client = Client::connect(server.port).expect("connect");
+    client
+        .send(&request(
+            "POST",
+            "/pattern",
+            &[("Content-Length", "100000")],
+            &[0u8, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        ))
+        .expect("send part of the body");
+    client.shutdown_write().expect("hang up");
+    drop(client);
+    // With one worker, this is answered once the cut-off request is done.
+    check_hello(&server);
+    let errors: Vec<String> = server
+        .log
+        .snapshot()
+        .into_iter()
+        .filter(|l| l.contains("[ERROR]") || l.contains("Traceback"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "a client hanging up is not an error (STYLE.md): {errors:#?}"
     );
 }
 
