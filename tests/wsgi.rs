@@ -1080,6 +1080,42 @@ fn start_response_with_exc_info_before_the_body_replaces_the_status() {
 }
 
 #[test]
+fn start_response_may_come_from_inside_the_body_generator() {
+    let server = serve(&["-w", "1"], BASIC);
+    let response = get(&server, "/lazy-start");
+    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
+    assert_eq!(response.text(), "started late\n");
+}
+
+#[test]
+fn the_body_generator_may_read_wsgi_input_while_the_response_goes_out() {
+    let server = serve(&["-w", "1"], BASIC);
+    let with_length = send(
+        &server,
+        "POST",
+        "/echo-lines",
+        &[("Content-Length", "13")],
+        BODY,
+    );
+    assert_eq!(
+        with_length.status, 200,
+        "{with_length:?}; log:\n{}",
+        server.log
+    );
+    assert_eq!(with_length.text(), "ONE\nTWO\nTHREE", "Content-Length body");
+    let chunked = send(
+        &server,
+        "POST",
+        "/echo-lines",
+        &[("Transfer-Encoding", "chunked")],
+        b"4\r\none\n\r\n5\r\ntwo\nt\r\n4\r\nhree\r\n0\r\n\r\n",
+    );
+    assert_eq!(chunked.status, 200, "{chunked:?}; log:\n{}", server.log);
+    assert_eq!(chunked.text(), "ONE\nTWO\nTHREE", "chunked body");
+    check_hello(&server);
+}
+
+#[test]
 fn a_second_start_response_without_exc_info_raises_in_the_app() {
     let server = serve(&["-w", "1"], BASIC);
     let response = get(&server, "/twice");

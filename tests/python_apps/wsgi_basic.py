@@ -281,6 +281,31 @@ def start_thread(environ, start_response):
     return reply(start_response, "started\n")
 
 
+def lazy_start(environ, start_response):
+    """A generator that calls start_response only when first iterated,
+    after yielding an empty chunk (PEP 3333 lets it)."""
+
+    def body():
+        yield b""
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"started late\n"
+
+    return body()
+
+
+def echo_lines(environ, start_response):
+    """Reads wsgi.input while the response is being sent: each body line,
+    upper-cased, as it is read."""
+    stream = environ["wsgi.input"]
+
+    def body():
+        for line in stream:
+            yield line.upper()
+
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return body()
+
+
 def with_write(environ, start_response):
     """The legacy write() callable, then an iterable."""
     write = start_response("200 OK", [("Content-Type", "text/plain")])
@@ -466,6 +491,8 @@ ROUTES = {
     "/raise-after-headers": fail_after_headers,
     "/exc-info": exc_info_before_body,
     "/twice": start_twice,
+    "/lazy-start": lazy_start,
+    "/echo-lines": echo_lines,
     "/length-lie": length_lie,
     "/late-exc-info": late_exc_info,
     "/set-cookies": set_cookies,
