@@ -1,7 +1,8 @@
 //! Python WSGI apps served by a real forkhorn (`forkhorn [flags] module:app`):
 //! how the app is named and loaded, the environ it gets, wsgi.input,
 //! start_response and its header rules, response framing and flushing,
-//! close() on every path, errors, detached streams, wsgiref.validate, the
+//! close() on every path, errors, detached streams, worker recycling and
+//! signals, wsgiref.validate, the
 //! public request corpus through a Python echo app, and Flask and Django.
 //!
 //! The apps live in `tests/python_apps`; the plain-WSGI ones need only the
@@ -792,6 +793,20 @@ fn a_missing_callable_stops_forkhorn_naming_it() {
     );
 }
 
+#[test]
+fn a_factory_that_raises_or_an_object_that_is_not_callable_stops_forkhorn() {
+    assert_load_failure(
+        "wsgi_factory:create_app(1, 2, 3)",
+        &["create_app", "TypeError"],
+    );
+    assert_load_failure(
+        "wsgi_basic:GATE_TIMEOUT_SECS",
+        &["GATE_TIMEOUT_SECS", "callable"],
+    );
+}
+
+// ---------------------------------------------------------------- worker lifecycle: recycling, signals, app threads
+
 /// `/imported-in` until `n` different workers answered (each worker
 /// serves 2 requests with `--max-requests 2`): (importer, worker) pairs.
 fn importers_across_recycled_workers(server: &Server, n: usize) -> Vec<(i32, i32)> {
@@ -852,18 +867,6 @@ fn threads_the_app_started_run_while_the_worker_waits_for_requests() {
         wait_until(EVENTUALLY, || lines() >= 30),
         "the app's thread ticked {} times while the worker was idle",
         lines()
-    );
-}
-
-#[test]
-fn a_factory_that_raises_or_an_object_that_is_not_callable_stops_forkhorn() {
-    assert_load_failure(
-        "wsgi_factory:create_app(1, 2, 3)",
-        &["create_app", "TypeError"],
-    );
-    assert_load_failure(
-        "wsgi_basic:GATE_TIMEOUT_SECS",
-        &["GATE_TIMEOUT_SECS", "callable"],
     );
 }
 
