@@ -2,8 +2,8 @@
 //! how the app is named and loaded, the environ it gets, wsgi.input,
 //! start_response and its header rules, response framing and flushing,
 //! close() on every path, errors, detached streams, worker recycling and
-//! signals, wsgiref.validate, the
-//! public request corpus through a Python echo app, and Flask and Django.
+//! signals, wsgiref.validate, the public request corpus through a Python
+//! echo app, and Flask and Django.
 //!
 //! The apps live in `tests/python_apps`; the plain-WSGI ones need only the
 //! standard library, so those tests always run. Tests that need Flask or
