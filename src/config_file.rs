@@ -320,7 +320,11 @@ fn read_file(path: &Path) -> Result<(Vec<OsString>, BTreeMap<String, Origin>), C
         let line = line_of(&text, key);
         let at = |msg: String| ConfigError(format!("{}:{line}: {key}: {msg}", path.display()));
         // gunicorn's config names the app `wsgi_app`.
-        let id = if key == "wsgi_app" { "app" } else { key.as_str() };
+        let id = if key == "wsgi_app" {
+            "app"
+        } else {
+            key.as_str()
+        };
         let arg = cmd
             .get_arguments()
             .find(|a| a.get_id().as_str() == id && !NOT_IN_FILE.contains(&id))

@@ -359,13 +359,14 @@ fn launch(
         listeners.iter().for_each(Listener::remove_socket_file);
         return ExitCode::from(EXIT_STARTUP);
     }
-    if config.master.preload && builtin {
-        if let Err(e) = preload(&config) {
-            log::error!("{e}");
-            eprintln_if_logging_elsewhere(&config, &e);
-            listeners.iter().for_each(Listener::remove_socket_file);
-            return ExitCode::from(EXIT_APP_LOAD);
-        }
+    if config.master.preload
+        && builtin
+        && let Err(e) = preload(&config)
+    {
+        log::error!("{e}");
+        eprintln_if_logging_elsewhere(&config, &e);
+        listeners.iter().for_each(Listener::remove_socket_file);
+        return ExitCode::from(EXIT_APP_LOAD);
     }
     let factory: AppFactory = match source {
         AppSource::BuiltIn => {

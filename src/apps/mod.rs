@@ -11,10 +11,10 @@ pub mod python;
 mod python_spec;
 pub mod static_files;
 
-#[cfg(not(feature = "python"))]
-use python_spec::PythonSpec;
 #[cfg(feature = "python")]
 use python::spec::PythonSpec;
+#[cfg(not(feature = "python"))]
+use python_spec::PythonSpec;
 
 use crate::app::App;
 
@@ -74,9 +74,11 @@ fn check_python() -> Result<(), String> {
 
 #[cfg(not(feature = "python"))]
 fn check_python() -> Result<(), String> {
-    Err("this forkhorn was built without Python (--no-default-features), so it cannot serve a \
+    Err(
+        "this forkhorn was built without Python (--no-default-features), so it cannot serve a \
          module:callable app; build it with the default features (needs python3-dev)"
-        .to_owned())
+            .to_owned(),
+    )
 }
 
 /// Settings of the apps that come from flags rather than the app spec.
@@ -93,7 +95,10 @@ pub fn build(spec: &str, options: &AppOptions) -> Result<Box<dyn App>, String> {
     check(spec)?;
     #[cfg(feature = "python")]
     if is_python(spec) {
-        return Ok(Box::new(python::PythonApp::load(spec, &options.pythonpath)?));
+        return Ok(Box::new(python::PythonApp::load(
+            spec,
+            &options.pythonpath,
+        )?));
     }
     let (name, option) = match spec.split_once(':') {
         Some((n, o)) => (n, Some(o)),

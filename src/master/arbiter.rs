@@ -797,13 +797,19 @@ impl Arbiter {
     fn kill_overdue_workers(&mut self, now: Instant) {
         let timeout = self.config.worker.timeout;
         for w in &mut self.workers {
-            match overdue::due(w.ask, w.slot.silence(), timeout, now) {
+            let state = w.slot.state();
+            let allowed = overdue::allowed_silence(state, timeout);
+            match overdue::due(w.ask, w.slot.silence(), allowed, now) {
                 None => {}
                 Some(Overdue::Abort) => {
-                    let request = w
-                        .slot
-                        .in_flight()
-                        .map_or_else(|| "(no request in flight)".to_owned(), |r| r.to_string());
+                    let request = match w.slot.in_flight() {
+                        Some(r) => r.to_string(),
+                        None if state == WorkerState::Booting => format!(
+                            "while booting: loading the app took over {}s",
+                            allowed.unwrap_or_default().as_secs()
+                        ),
+                        None => "(no request in flight)".to_owned(),
+                    };
                     critical!("WORKER TIMEOUT (pid:{}) {request}", w.pid);
                     process::signal(w.pid, Sig::SIGABRT);
                     w.ask = Ask::Abort(now);
@@ -1174,7 +1180,8 @@ impl Arbiter {
         let mut next = now + IDLE_WAKEUP;
         let timeout = self.config.worker.timeout;
         for w in &self.workers {
-            if let Some((at, _)) = overdue::deadline(w.ask, w.slot.silence(), timeout, now) {
+            let allowed = overdue::allowed_silence(w.slot.state(), timeout);
+            if let Some((at, _)) = overdue::deadline(w.ask, w.slot.silence(), allowed, now) {
                 next = next.min(at);
             }
         }

@@ -4,10 +4,26 @@
 
 use std::time::{Duration, Instant};
 
+use crate::heartbeat::WorkerState;
 use crate::master::worker_exit::Ask;
 
 /// Time between SIGABRT (timeout) and SIGKILL for a worker that is still there.
 pub const ABORT_GRACE: Duration = Duration::from_secs(1);
+
+/// The least silence a worker still booting is allowed, whatever
+/// `--timeout`: loading an app (importing Flask or Django on a busy
+/// machine) is not a request, and a `-t 2` meant for requests must not kill
+/// every worker before it can serve. A boot hung for longer is still ended.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The silence allowed a worker in `state`: `--timeout`, or at least
+/// `BOOT_TIMEOUT` while it boots.
+pub fn allowed_silence(state: WorkerState, timeout: Option<Duration>) -> Option<Duration> {
+    match state {
+        WorkerState::Booting => timeout.map(|t| t.max(BOOT_TIMEOUT)),
+        _ => timeout,
+    }
+}
 
 /// What the master does to a worker at its deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +126,22 @@ mod tests {
             due(ask, secs(41), None, sent + ABORT_GRACE),
             Some(Overdue::Kill)
         );
+    }
+
+    #[test]
+    fn a_booting_worker_gets_the_boot_allowance_when_the_timeout_is_shorter() {
+        let two = Some(secs(2));
+        assert_eq!(
+            allowed_silence(WorkerState::Booting, two),
+            Some(BOOT_TIMEOUT)
+        );
+        assert_eq!(allowed_silence(WorkerState::Idle, two), two);
+        assert_eq!(allowed_silence(WorkerState::Busy, two), two);
+        assert_eq!(
+            allowed_silence(WorkerState::Booting, Some(secs(300))),
+            Some(secs(300))
+        );
+        assert_eq!(allowed_silence(WorkerState::Booting, None), None);
     }
 
     #[test]

@@ -263,10 +263,7 @@ pub(crate) fn next_item(iter: &Py<pyo3::types::PyIterator>) -> Result<Option<Vec
 
 impl Items {
     fn into_reader(self) -> ItemsReader {
-        ItemsReader {
-            at: 0,
-            items: self,
-        }
+        ItemsReader { at: 0, items: self }
     }
 
     fn into_stream(mut self) -> ResponseBody {

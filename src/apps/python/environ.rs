@@ -66,7 +66,11 @@ impl Environ {
         push("REMOTE_PORT", port);
         let raw_headers = req.extensions().get::<RawHeaders>();
         let headers: Vec<(&str, &[u8])> = match raw_headers {
-            Some(raw) => raw.0.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect(),
+            Some(raw) => raw
+                .0
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect(),
             None => req
                 .headers()
                 .iter()
@@ -104,10 +108,13 @@ fn header_vars(headers: &[(&str, &[u8])]) -> Vec<(String, String)> {
             None => {
                 let mut key = String::with_capacity(5 + name.len());
                 key.push_str("HTTP_");
-                key.extend(
-                    name.chars()
-                        .map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }),
-                );
+                key.extend(name.chars().map(|c| {
+                    if c == '-' {
+                        '_'
+                    } else {
+                        c.to_ascii_uppercase()
+                    }
+                }));
                 key
             }
         };
@@ -260,9 +267,18 @@ mod tests {
     fn absolute_form_targets_and_hosts_without_ports() {
         assert_eq!(split_target("http://h:1/p/q?z"), ("/p/q", "z"));
         assert_eq!(split_target("http://h"), ("/", ""));
-        assert_eq!(server_name_and_port(Some("[::1]:81")), ("[::1]".into(), "81".into()));
-        assert_eq!(server_name_and_port(Some("[::1]")), ("[::1]".into(), "80".into()));
-        assert_eq!(server_name_and_port(None), ("localhost".into(), "80".into()));
+        assert_eq!(
+            server_name_and_port(Some("[::1]:81")),
+            ("[::1]".into(), "81".into())
+        );
+        assert_eq!(
+            server_name_and_port(Some("[::1]")),
+            ("[::1]".into(), "80".into())
+        );
+        assert_eq!(
+            server_name_and_port(None),
+            ("localhost".into(), "80".into())
+        );
         assert_eq!(percent_decode(b"%zz%4"), b"%zz%4".to_vec());
     }
 }

@@ -105,10 +105,12 @@ impl Input {
         self.pending.resize(start + want.max(1), 0);
         let reading = Reading(ptr);
         let mut buf = std::mem::take(&mut self.pending);
-        let got = py.detach(move || loop {
-            match reading.read(&mut buf[start..]) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                other => break other.map(|n| (n, buf)),
+        let got = py.detach(move || {
+            loop {
+                match reading.read(&mut buf[start..]) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    other => break other.map(|n| (n, buf)),
+                }
             }
         });
         match got {

@@ -143,11 +143,9 @@ fn start_once() -> Result<(), String> {
         // print() from an app reaches the log when it happens, not at exit.
         config.buffered_stdio = 0;
         let status = match &program {
-            Some(p) => ffi::PyConfig_SetBytesString(
-                &mut config,
-                &mut config.program_name,
-                p.as_ptr(),
-            ),
+            Some(p) => {
+                ffi::PyConfig_SetBytesString(&mut config, &mut config.program_name, p.as_ptr())
+            }
             None => ffi::PyStatus_Ok(),
         };
         let status = if ffi::PyStatus_Exception(status) == 0 {
@@ -160,7 +158,9 @@ fn start_once() -> Result<(), String> {
             let why = if status.err_msg.is_null() {
                 "unknown error".to_owned()
             } else {
-                CStr::from_ptr(status.err_msg).to_string_lossy().into_owned()
+                CStr::from_ptr(status.err_msg)
+                    .to_string_lossy()
+                    .into_owned()
             };
             return Err(format!("cannot start the Python interpreter: {why}"));
         }
@@ -235,8 +235,7 @@ fn major_minor(v: &str) -> &str {
 pub(crate) fn load(spec: &PythonSpec, pythonpath: &[PathBuf]) -> Result<Loaded, String> {
     start()?;
     Python::attach(|py| {
-        let support = Support::load(py)
-            .map_err(|e| format!("cannot set up the WSGI host: {e}"))?;
+        let support = Support::load(py).map_err(|e| format!("cannot set up the WSGI host: {e}"))?;
         let failed = |e: PyErr| {
             format!(
                 "cannot load Python app {spec}:\n{}",

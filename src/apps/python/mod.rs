@@ -85,7 +85,11 @@ impl PythonApp {
         })
     }
 
-    fn progress_callable(&mut self, py: Python<'_>, progress: Option<&Progress>) -> Option<Py<PyAny>> {
+    fn progress_callable(
+        &mut self,
+        py: Python<'_>,
+        progress: Option<&Progress>,
+    ) -> Option<Py<PyAny>> {
         if self.progress.is_none() {
             let progress = progress?.clone();
             let f = PyCFunction::new_closure(

@@ -54,9 +54,7 @@ fn is_dotted_name(s: &str) -> bool {
     !s.is_empty()
         && s.split('.').all(|part| {
             let mut chars = part.chars();
-            chars
-                .next()
-                .is_some_and(|c| c == '_' || c.is_alphabetic())
+            chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
                 && chars.all(|c| c == '_' || c.is_alphanumeric())
         })
 }
@@ -84,8 +82,16 @@ mod tests {
     #[test]
     fn shapes_that_are_not_python_are_refused() {
         for bad in [
-            "app", "app:", ":app", "a-b:app", "app:1x", "app:f(", "app:f)x", "a..b:app",
-            "static:/srv/www", "chat:http://x",
+            "app",
+            "app:",
+            ":app",
+            "a-b:app",
+            "app:1x",
+            "app:f(",
+            "app:f)x",
+            "a..b:app",
+            "static:/srv/www",
+            "chat:http://x",
         ] {
             assert_eq!(PythonSpec::parse(bad), None, "{bad}");
         }

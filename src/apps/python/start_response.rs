@@ -171,7 +171,10 @@ mod tests {
     #[test]
     fn statuses_need_a_three_digit_code() {
         assert_eq!(parse_status("200 OK").map(|s| s.as_u16()), Ok(200));
-        assert_eq!(parse_status("418 I'm a teapot").map(|s| s.as_u16()), Ok(418));
+        assert_eq!(
+            parse_status("418 I'm a teapot").map(|s| s.as_u16()),
+            Ok(418)
+        );
         assert_eq!(parse_status("599").map(|s| s.as_u16()), Ok(599));
         for bad in ["OK", "20 OK", "2000 OK", "", "abc def", "099 Low"] {
             assert!(parse_status(bad).is_err(), "{bad}");

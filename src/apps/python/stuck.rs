@@ -72,6 +72,9 @@ mod tests {
     fn digits_are_written_without_allocating() {
         assert_eq!(super::digits(0, &mut [0; 20]), b"0");
         assert_eq!(super::digits(40213, &mut [0; 20]), b"40213");
-        assert_eq!(super::digits(u64::MAX, &mut [0; 20]), b"18446744073709551615");
+        assert_eq!(
+            super::digits(u64::MAX, &mut [0; 20]),
+            b"18446744073709551615"
+        );
     }
 }
