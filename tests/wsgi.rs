@@ -939,6 +939,42 @@ fn script_name_from_the_environment_is_taken_off_path_info() {
     assert_eq!(env["RAW_URI"], "/prefix/environ/x?q=1", "{env:#}");
 }
 
+#[test]
+fn script_name_is_taken_off_only_at_a_path_segment_boundary() {
+    let server = serve_with_env(&["-w", "1"], BASIC, &[("SCRIPT_NAME", "/prefix")]);
+    for (path, script_name, path_info) in [("/prefix", "/prefix", ""), ("/prefix/", "/prefix", "/")]
+    {
+        let response = get(&server, &format!("{path}?dump=1"));
+        assert_eq!(response.status, 200, "{path}: {response:?}");
+        let env = json_of(&response);
+        assert_eq!(
+            (env["SCRIPT_NAME"].as_str(), env["PATH_INFO"].as_str()),
+            (Some(script_name), Some(path_info)),
+            "{path}: {env:#}"
+        );
+    }
+    // `/prefixed/x` is not under `/prefix`: it may be refused (gunicorn
+    // does), but an app never sees a PATH_INFO that does not start with `/`
+    // (PEP 3333), and the two still spell the path.
+    let response = get(&server, "/prefixed/x?dump=1");
+    if response.status == 200 {
+        let env = json_of(&response);
+        let script_name = env["SCRIPT_NAME"].as_str().unwrap_or_default();
+        let path_info = env["PATH_INFO"].as_str().unwrap_or_default();
+        assert!(
+            path_info.is_empty() || path_info.starts_with('/'),
+            "PATH_INFO {path_info:?} (SCRIPT_NAME {script_name:?})"
+        );
+        assert_eq!(
+            format!("{script_name}{path_info}"),
+            "/prefixed/x",
+            "{env:#}"
+        );
+    } else {
+        assert!(response.status >= 400, "{response:?}");
+    }
+}
+
 // ---------------------------------------------------------------- wsgi.input
 
 #[test]

@@ -516,7 +516,10 @@ ROUTES = {
 
 def app(environ, start_response):
     path = environ.get("PATH_INFO") or "/"
-    if path == "/environ" or path.startswith("/environ/"):
+    # `/environ...`, or any path with `dump=1` in the query (to see the
+    # environ of a request whose path maps to no route).
+    wants_dump = "dump=1" in environ.get("QUERY_STRING", "").split("&")
+    if wants_dump or path == "/environ" or path.startswith("/environ/"):
         return show_environ(environ, start_response)
     route = ROUTES.get(path)
     if route is None:
