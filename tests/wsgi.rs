@@ -556,17 +556,25 @@ fn check_file_wrapper(server: &Server) {
     let file = marker("file-wrapper.bin");
     let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(file.path(), &content).expect("write the file");
-    let response = get(server, &format!("/file?path={}", file.as_str()));
-    assert_eq!(
-        response.status, 200,
-        "{:?}; log:\n{}",
-        response.status, server.log
-    );
-    assert!(
-        response.body == content,
-        "the file came back as {} other bytes",
-        response.body.len()
-    );
+    for (query, want) in [
+        ("", &content[..]),
+        ("&offset=1000", &content[1000..]),
+        ("&kind=bytesio", &content[..]),
+        ("&kind=bytesio&offset=1000", &content[1000..]),
+    ] {
+        let response = get(server, &format!("/file?path={}{query}", file.as_str()));
+        assert_eq!(
+            response.status, 200,
+            "{query}: {:?}; log:\n{}",
+            response.status, server.log
+        );
+        assert!(
+            response.body == want,
+            "{query}: {} bytes came back, {} expected",
+            response.body.len(),
+            want.len()
+        );
+    }
 }
 
 /// With one worker, an event stream that waits must not keep `/health` waiting.
@@ -1484,6 +1492,22 @@ fn an_app_sending_more_than_its_content_length_cannot_desync_the_connection() {
 }
 
 #[test]
+fn a_content_length_from_the_app_that_is_not_a_number_gives_500() {
+    let server = serve(&["-w", "1"], BASIC);
+    for declared in ["abc", "-1", "1%2C1", ""] {
+        let response = get(
+            &server,
+            &format!("/length-lie?declared={declared}&kind=list"),
+        );
+        assert_eq!(
+            response.status, 500,
+            "Content-Length {declared:?}: {response:?}"
+        );
+    }
+    check_hello(&server);
+}
+
+#[test]
 fn an_app_sending_less_than_its_content_length_gets_the_connection_closed_at_once() {
     let server = serve(&["-w", "1"], BASIC);
     for kind in ["list", "gen"] {
@@ -1679,9 +1703,13 @@ fn an_exception_after_the_headers_cuts_the_connection_and_close_is_called() {
 }
 
 #[test]
-fn a_body_without_start_response_or_of_str_gives_500_and_a_log_line() {
+fn no_start_response_a_str_body_or_a_none_body_gives_500_and_a_log_line() {
     let server = serve(&["-w", "1"], BASIC);
-    for (path, needle) in [("/no-start", "start_response"), ("/yield-str", "bytes")] {
+    for (path, needle) in [
+        ("/no-start", "start_response"),
+        ("/yield-str", "bytes"),
+        ("/return-none", "NoneType"),
+    ] {
         let before = server.log.count(|l| l.contains(needle));
         let response = get(&server, path);
         assert_eq!(response.status, 500, "{path}: {response:?}");
@@ -1804,7 +1832,6 @@ fn the_main_cases_pass_under_wsgiref_validate() {
     let server = serve(&["-w", "1"], VALIDATED);
     check_hello(&server);
     check_keep_alive(&server);
-    check_environ(&server);
     check_post_environ(&server);
     // wsgiref.validate forbids read() without a size.
     check_input_modes(
@@ -1829,6 +1856,9 @@ fn the_main_cases_pass_under_wsgiref_validate() {
         "wsgiref.validate complained: {complaints:#?}; log:\n{}",
         server.log
     );
+    // Last, as it checks the most values: the validator saw this environ
+    // too, or the request would have failed.
+    check_environ(&server);
 }
 
 // ---------------------------------------------------------------- the public corpus through a Python echo app

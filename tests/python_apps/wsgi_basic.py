@@ -11,6 +11,7 @@ a test can see from outside that close() ran. Both paths come in the query
 string (`?gate=PATH&closed=PATH`).
 """
 
+import io
 import json
 import os
 import sys
@@ -450,9 +451,22 @@ def health(environ, start_response):
 
 
 def send_file(environ, start_response):
-    path = query(environ)["path"]
+    """The file at `path` through wsgi.file_wrapper: from byte `offset` (the
+    file is positioned there first), or read into a BytesIO first with
+    `kind=bytesio` (an object with no file descriptor)."""
+    params = query(environ)
+    f = open(params["path"], "rb")
+    f.seek(int(params.get("offset", "0")))
+    if params.get("kind") == "bytesio":
+        with f:
+            f = io.BytesIO(f.read())
     start_response("200 OK", [("Content-Type", "application/octet-stream")])
-    return environ["wsgi.file_wrapper"](open(path, "rb"), 4096)
+    return environ["wsgi.file_wrapper"](f, 4096)
+
+
+def return_none(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return None
 
 
 def log_to_errors(environ, start_response):
@@ -503,6 +517,7 @@ ROUTES = {
     "/thread": start_thread,
     "/no-start": no_start_response,
     "/yield-str": yield_str,
+    "/return-none": return_none,
     "/bad-header": bad_header,
     "/hop": hop_by_hop,
     "/sse": sse,
