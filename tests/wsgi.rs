@@ -1786,6 +1786,25 @@ fn a_stream_the_app_detaches_does_not_keep_the_only_worker_from_other_requests()
 }
 
 #[test]
+fn a_connection_serves_on_after_a_detached_stream_ends() {
+    let server = serve(&["-w", "1"], BASIC);
+    let gate = marker("open-gate");
+    std::fs::write(gate.path(), b"go").expect("open the gate");
+    let mut client = Client::connect(server.port).expect("connect");
+    // Pipelined: the second request waits behind the stream, then is answered.
+    let mut both = request("GET", &format!("/sse?gate={}", gate.as_str()), &[], b"");
+    both.extend(request("GET", "/", &[], b""));
+    client.send(&both).expect("send");
+    let events = client.read_response().expect("the stream");
+    assert_eq!(events.text(), "data: first\n\ndata: last\n\n", "{events:?}");
+    let after = client.read_response().expect("the pipelined request");
+    assert_eq!(after.text(), "hello from wsgi\n", "{after:?}");
+    // And a request sent after both.
+    let again = client.get("/").expect("a third request");
+    assert_eq!(again.text(), "hello from wsgi\n", "{again:?}");
+}
+
+#[test]
 fn forkhorn_progress_keeps_a_long_request_from_timing_out() {
     let server = serve(&["-w", "1", "-t", "1"], BASIC);
     let response = get(&server, "/busy?seconds=2.5&progress=1");
