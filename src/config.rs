@@ -65,6 +65,10 @@ pub struct Args {
     )]
     pub worker_class: String,
 
+    /// Request threads per worker; only 1 exists (accepted so gunicorn command lines carry over).
+    #[arg(long, value_name = "N", default_value = "1", value_parser = count::<usize>("--threads"))]
+    pub threads: usize,
+
     /// Seconds a worker may go without a heartbeat before it is killed and replaced (0 = never).
     #[arg(short = 't', long, value_name = "SECS", default_value = "30", value_parser = seconds("--timeout"))]
     pub timeout: Duration,
@@ -634,6 +638,14 @@ impl Config {
                 args.worker_class
             );
         }
+        if args.threads > 1 {
+            bail!(
+                "--threads {}: forkhorn has no threaded worker yet; each worker serves one request at a time. \
+                 Run more workers (-w) instead: idle keep-alive connections move to a free worker, and \
+                 streamed responses (text/event-stream) do not hold one",
+                args.threads
+            );
+        }
         let workers = args
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -842,6 +854,13 @@ mod tests {
     fn other_worker_classes_are_refused() {
         let err = parse(&["-k", "gevent"]).expect_err("must fail");
         assert!(err.contains("only the sync worker class"), "{err}");
+    }
+
+    #[test]
+    fn threads_beyond_one_are_refused_with_what_to_do_instead() {
+        assert!(parse(&["--threads", "1"]).is_ok());
+        let err = parse(&["--threads", "4"]).expect_err("must fail");
+        assert!(err.contains("--threads 4") && err.contains("-w"), "{err}");
     }
 
     #[test]
