@@ -6,15 +6,13 @@
 //! change the code under a running server); they need only the stdlib.
 
 mod common;
-#[path = "common/python.rs"]
-mod python;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{EVENTUALLY, Server, fresh_dir, wait_until};
+use common::{EVENTUALLY, Server, fresh_dir, python, wait_until};
 use nix::sys::signal::Signal;
 
 fn write_app(dir: &Path, name: &str, source: &str) {
@@ -26,9 +24,7 @@ fn serve(dir: &Path, flags: &[&str], app: &str) -> Server {
     let mut args = vec!["--chdir", dir];
     args.extend_from_slice(flags);
     args.push(app);
-    let env = python::env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Server::start_with_env(&args, &env)
+    python::start(&args, &[])
 }
 
 const VERSIONED: &str = r#"

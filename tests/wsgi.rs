@@ -15,20 +15,17 @@
 //! see from outside that forkhorn called it.
 
 mod common;
-#[path = "common/python.rs"]
-mod python;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use common::corpus::{CORPUS_OPTIONS, run_corpus, summary};
 use common::{
-    Client, EVENTUALLY, IO_TIMEOUT, Response, Server, TempFile, USER_AGENT, request, run_to_exit,
-    wait_until,
+    Client, EVENTUALLY, IO_TIMEOUT, Response, Server, TempFile, USER_AGENT, python, request,
+    run_to_exit, wait_until,
 };
 
 /// The plain-WSGI app, and the same app inside wsgiref.validate.validator.
@@ -53,12 +50,10 @@ fn serve_with_env(flags: &[&str], app: &str, extra_env: &[(&str, &str)]) -> Serv
     let apps = apps_dir();
     let mut args = flags.to_vec();
     args.extend(["--chdir", &apps, app]);
-    let venv = python::env();
-    let mut env: Vec<(&str, &str)> = venv.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // Leave no __pycache__ in the checkout.
-    env.push(("PYTHONDONTWRITEBYTECODE", "1"));
+    let mut env = vec![("PYTHONDONTWRITEBYTECODE", "1")];
     env.extend_from_slice(extra_env);
-    Server::start_with_env(&args, &env)
+    python::start(&args, &env)
 }
 
 fn serve(flags: &[&str], app: &str) -> Server {
@@ -88,6 +83,24 @@ fn get(server: &Server, path: &str) -> Response {
     send(server, "GET", path, &[], b"")
 }
 
+/// `GET path` answers `status` with exactly `text`; the response.
+fn assert_answers(server: &Server, path: &str, status: u16, text: &str) -> Response {
+    let response = get(server, path);
+    assert_eq!(
+        response.status, status,
+        "GET {path}: {response:?}; log:\n{}",
+        server.log
+    );
+    assert_eq!(response.text(), text, "GET {path}");
+    response
+}
+
+/// `first`, then `GET /` with `Connection: close` pipelined behind it.
+fn then_hello(mut first: Vec<u8>) -> Vec<u8> {
+    first.extend(request("GET", "/", &[("Connection", "close")], b""));
+    first
+}
+
 /// Everything the server sends for `raw` until it closes the connection.
 fn exchange_raw(server: &Server, raw: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
@@ -96,6 +109,15 @@ fn exchange_raw(server: &Server, raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     stream.read_to_end(&mut out).expect("read until close");
     out
+}
+
+/// `GET path` with `GET /` pipelined behind it on one connection: all the
+/// server sent, as text; and split at the first blank line, the first
+/// head and what follows it.
+fn get_with_hello_behind(server: &Server, path: &str) -> (String, String, Vec<u8>) {
+    let raw = exchange_raw(server, &then_hello(request("GET", path, &[], b"")));
+    let (head, rest) = split_head(&raw);
+    (String::from_utf8_lossy(&raw).into_owned(), head, rest)
 }
 
 /// A raw response split at the blank line: the head as text, and the rest.
@@ -130,8 +152,46 @@ fn marker(name: &str) -> TempFile {
     TempFile::new(name)
 }
 
-fn wait_for_file(path: &Path) -> bool {
-    wait_until(EVENTUALLY, || path.exists())
+/// The app's response iterable wrote `closed` from its close() (`when`
+/// says after what).
+fn assert_close_called(server: &Server, closed: &TempFile, when: &str) {
+    assert!(
+        wait_until(EVENTUALLY, || closed.path().exists()),
+        "close() was not called ({when}); log:\n{}",
+        server.log
+    );
+}
+
+/// A log line that `is_it` arrives; otherwise fail saying `missing`.
+fn assert_logged(server: &Server, missing: &str, is_it: impl Fn(&str) -> bool) {
+    assert!(
+        server.log.wait_for(EVENTUALLY, is_it).is_some(),
+        "{missing}; log:\n{}",
+        server.log
+    );
+}
+
+/// `GET path` gets a 500 without the app's body ("must not be sent"), and
+/// a new log line that `is_it` says why.
+fn assert_500_and_logged(server: &Server, path: &str, is_it: impl Fn(&str) -> bool) {
+    let before = server.log.count(&is_it);
+    let response = get(server, path);
+    assert_eq!(response.status, 500, "{path}: {response:?}");
+    assert!(
+        !response.text().contains("must not be sent"),
+        "{path}: the app's body went out"
+    );
+    assert!(
+        logs_more(server, before, is_it),
+        "{path}: no new log line says why; log:\n{}",
+        server.log
+    );
+}
+
+/// Whether more log lines than the `before` counted earlier come to
+/// satisfy `is_it`: the request since then was logged.
+fn logs_more(server: &Server, before: usize, is_it: impl Fn(&str) -> bool) -> bool {
+    wait_until(EVENTUALLY, || server.log.count(&is_it) > before)
 }
 
 /// Whether `line` has `word` as a whole word (letters, digits and `-`),
@@ -208,6 +268,61 @@ fn raw_get(path: &str) -> Vec<u8> {
     request("GET", path, &[("Connection", "close")], b"")
 }
 
+/// A request to a route that sends a first part, then waits for its gate
+/// file before it sends the rest; its response iterable's close() writes
+/// the `closed` file.
+struct Gated {
+    stream: Stream,
+    gate: TempFile,
+    closed: TempFile,
+}
+
+impl Gated {
+    /// `GET route` with a gate and a closed marker, read until `first`
+    /// arrived while the app waits.
+    fn open(server: &Server, route: &str, first: &str) -> Gated {
+        let gate = marker("gate");
+        let closed = marker("closed");
+        let mut stream = Stream::open(
+            server,
+            &raw_get(&format!(
+                "{route}?gate={}&closed={}",
+                gate.as_str(),
+                closed.as_str()
+            )),
+        );
+        assert!(
+            stream.read_until(first, EVENTUALLY),
+            "{route}: {first:?} did not arrive while the app waits; got {:?}; log:\n{}",
+            stream.text(),
+            server.log
+        );
+        Gated {
+            stream,
+            gate,
+            closed,
+        }
+    }
+
+    /// Let the app go on past its wait; everything it sends to the close.
+    fn open_gate(&mut self) -> String {
+        std::fs::write(self.gate.path(), b"go").expect("open the gate");
+        self.stream.read_to_close()
+    }
+
+    /// Open the gate: `last` arrives, the chunked body ends properly, and
+    /// close() is called.
+    fn finish(mut self, server: &Server, last: &str) {
+        let all = self.open_gate();
+        assert!(all.contains(last), "{all:?}");
+        assert!(
+            all.ends_with("0\r\n\r\n"),
+            "the chunked body ends properly: {all:?}"
+        );
+        assert_close_called(server, &self.closed, "at the end of the stream");
+    }
+}
+
 /// The pid of the worker serving `/pid`.
 fn worker_pid(server: &Server) -> i32 {
     let response = get(server, "/pid");
@@ -233,9 +348,7 @@ fn validator_complaints(server: &Server) -> Vec<String> {
 // ---------------------------------------------------------------- checks shared by the plain and validated app
 
 fn check_hello(server: &Server) {
-    let response = get(server, "/");
-    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
-    assert_eq!(response.text(), "hello from wsgi\n");
+    let response = assert_answers(server, "/", 200, "hello from wsgi\n");
     assert_eq!(response.header("Content-Type"), Some("text/plain"));
 }
 
@@ -474,11 +587,7 @@ fn check_head(server: &Server) {
         "HEAD got body bytes: {:?}",
         String::from_utf8_lossy(&rest)
     );
-    assert!(
-        wait_for_file(closed.path()),
-        "close() was not called after HEAD; log:\n{}",
-        server.log
-    );
+    assert_close_called(server, &closed, "after HEAD");
 
     let raw = exchange_raw(
         server,
@@ -498,58 +607,25 @@ fn check_head(server: &Server) {
 }
 
 fn check_flush(server: &Server) {
-    let gate = marker("flush-gate");
-    let closed = marker("flush-closed");
-    let mut stream = Stream::open(
-        server,
-        &raw_get(&format!(
-            "/block?gate={}&closed={}",
-            gate.as_str(),
-            closed.as_str()
-        )),
-    );
-    assert!(
-        stream.read_until("first\n", EVENTUALLY),
-        "the first chunk did not arrive while the app waits; got {:?}; log:\n{}",
-        stream.text(),
-        server.log
-    );
-    assert!(!stream.text().contains("second"), "{:?}", stream.text());
-    std::fs::write(gate.path(), b"go").expect("open the gate");
-    let all = stream.read_to_close();
-    assert!(all.contains("second\n"), "{all:?}");
-    assert!(
-        all.ends_with("0\r\n\r\n"),
-        "the chunked body ends properly: {all:?}"
-    );
-    assert!(
-        wait_for_file(closed.path()),
-        "close() was not called; log:\n{}",
-        server.log
-    );
+    let gated = Gated::open(server, "/block", "first\n");
+    let got = gated.stream.text();
+    assert!(!got.contains("second"), "{got:?}");
+    gated.finish(server, "second\n");
 }
 
 fn check_close_at_end(server: &Server) {
     let closed = marker("end-closed");
     let response = get(server, &format!("/chunks?n=2&closed={}", closed.as_str()));
     assert_eq!(response.status, 200);
-    assert!(
-        wait_for_file(closed.path()),
-        "close() was not called; log:\n{}",
-        server.log
-    );
+    assert_close_called(server, &closed, "at the end of the body");
 }
 
 fn check_write(server: &Server) {
-    let response = get(server, "/write");
-    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
-    assert_eq!(response.text(), "written then returned\n");
+    assert_answers(server, "/write", 200, "written then returned\n");
 }
 
 fn check_exc_info(server: &Server) {
-    let response = get(server, "/exc-info");
-    assert_eq!(response.status, 503, "{response:?}; log:\n{}", server.log);
-    assert_eq!(response.text(), "recovered\n");
+    assert_answers(server, "/exc-info", 503, "recovered\n");
 }
 
 fn check_file_wrapper(server: &Server) {
@@ -579,22 +655,7 @@ fn check_file_wrapper(server: &Server) {
 
 /// With one worker, an event stream that waits must not keep `/health` waiting.
 fn check_stream_frees_the_worker(server: &Server, route: &str, first: &str, last: &str) {
-    let gate = marker("stream-gate");
-    let closed = marker("stream-closed");
-    let mut stream = Stream::open(
-        server,
-        &raw_get(&format!(
-            "{route}?gate={}&closed={}",
-            gate.as_str(),
-            closed.as_str()
-        )),
-    );
-    assert!(
-        stream.read_until(first, EVENTUALLY),
-        "no first event; got {:?}; log:\n{}",
-        stream.text(),
-        server.log
-    );
+    let gated = Gated::open(server, route, first);
     let started = Instant::now();
     let health = get(server, "/health");
     let took = started.elapsed();
@@ -603,23 +664,21 @@ fn check_stream_frees_the_worker(server: &Server, route: &str, first: &str, last
         took < AT_ONCE,
         "/health took {took:?} while {route} was open: the stream pins the worker"
     );
-    assert!(
-        !stream.text().contains(last),
-        "the stream ended early: {:?}",
-        stream.text()
-    );
-    std::fs::write(gate.path(), b"go").expect("open the gate");
-    let all = stream.read_to_close();
-    assert!(all.contains(last), "{all:?}");
-    assert!(
-        all.ends_with("0\r\n\r\n"),
-        "the chunked body ends properly: {all:?}"
-    );
-    assert!(
-        wait_for_file(closed.path()),
-        "close() was not called; log:\n{}",
-        server.log
-    );
+    let got = gated.stream.text();
+    assert!(!got.contains(last), "the stream ended early: {got:?}");
+    gated.finish(server, last);
+}
+
+/// Tests that each run one check against the plain app on one worker:
+/// `test_name => check;`. The validated app runs the same checks in
+/// `the_main_cases_pass_under_wsgiref_validate`.
+macro_rules! on_the_plain_app {
+    ($($name:ident => $check:ident;)*) => {$(
+        #[test]
+        fn $name() {
+            $check(&serve(&["-w", "1"], BASIC));
+        }
+    )*};
 }
 
 // ---------------------------------------------------------------- naming and loading the app
@@ -636,25 +695,19 @@ fn a_module_callable_serves_requests_on_kept_alive_connections() {
 #[test]
 fn a_factory_call_builds_the_app() {
     let server = serve(&["-w", "1"], "wsgi_factory:create_app()");
-    let response = get(&server, "/");
-    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
-    assert_eq!(response.text(), "factory: default\n");
+    assert_answers(&server, "/", 200, "factory: default\n");
 }
 
 #[test]
 fn a_factory_call_takes_literal_positional_and_keyword_arguments() {
     let server = serve(&["-w", "1"], "wsgi_factory:create_app('custom', punct='!')");
-    let response = get(&server, "/");
-    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
-    assert_eq!(response.text(), "factory: custom!\n");
+    assert_answers(&server, "/", 200, "factory: custom!\n");
 }
 
 #[test]
 fn a_dotted_module_names_an_app_inside_a_package() {
     let server = serve(&["-w", "1"], "wsgi_pkg.sub:application");
-    let response = get(&server, "/");
-    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
-    assert_eq!(response.text(), "from wsgi_pkg.sub\n");
+    assert_answers(&server, "/", 200, "from wsgi_pkg.sub\n");
 }
 
 #[test]
@@ -666,9 +719,7 @@ fn pythonpath_puts_each_listed_directory_on_sys_path() {
         apps.join("elsewhere_too").display()
     );
     let server = serve(&["-w", "1", "--pythonpath", &dirs], "pathapp:app");
-    let response = get(&server, "/");
-    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
-    assert_eq!(response.text(), "pathapp with pathhelper\n");
+    assert_answers(&server, "/", 200, "pathapp with pathhelper\n");
 }
 
 #[test]
@@ -682,9 +733,7 @@ fn the_app_can_be_named_in_the_config_file() {
         ),
     )
     .expect("write config");
-    let venv = python::env();
-    let env: Vec<(&str, &str)> = venv.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = Server::start_with_env(&["-c", config.as_str()], &env);
+    let server = python::start(&["-c", config.as_str()], &[]);
     check_hello(&server);
 }
 
@@ -881,17 +930,9 @@ fn threads_the_app_started_run_while_the_worker_waits_for_requests() {
 #[test]
 fn term_lets_a_request_in_flight_finish_then_forkhorn_exits_0() {
     let mut server = serve(&["-w", "1", "--graceful-timeout", "10"], BASIC);
-    let gate = marker("term-gate");
-    let mut stream = Stream::open(&server, &raw_get(&format!("/block?gate={}", gate.as_str())));
-    assert!(
-        stream.read_until("first\n", EVENTUALLY),
-        "{:?}; log:\n{}",
-        stream.text(),
-        server.log
-    );
+    let mut gated = Gated::open(&server, "/block", "first\n");
     server.signal(Signal::SIGTERM);
-    std::fs::write(gate.path(), b"go").expect("open the gate");
-    let all = stream.read_to_close();
+    let all = gated.open_gate();
     assert!(
         all.contains("second\n") && all.ends_with("0\r\n\r\n"),
         "the request in flight was cut: {all:?}; log:\n{}",
@@ -1007,13 +1048,12 @@ fn reading_past_the_end_of_the_body_gives_empty_bytes() {
     check_input_modes(&server, &["past"]);
     // Nothing after the body on the connection was taken for it.
     let mut client = Client::connect(server.port).expect("connect");
-    let mut pipelined = request(
+    let pipelined = then_hello(request(
         "POST",
         "/input?mode=past",
         &[("Content-Length", "13")],
         BODY,
-    );
-    pipelined.extend(request("GET", "/", &[("Connection", "close")], b""));
+    ));
     client.send(&pipelined).expect("send");
     let first = client.read_response().expect("first response");
     assert_eq!(
@@ -1024,14 +1064,14 @@ fn reading_past_the_end_of_the_body_gives_empty_bytes() {
     assert_eq!(second.text(), "hello from wsgi\n");
 }
 
-#[test]
-fn expect_100_continue_is_answered_when_the_app_reads() {
-    let server = serve(&["-w", "1"], BASIC);
+/// A connection that has sent the head of `POST path` with a 13-byte body
+/// and `Expect: 100-continue`, and not the body.
+fn post_expecting_continue(server: &Server, path: &str) -> Client {
     let mut client = Client::connect(server.port).expect("connect");
     client
         .send(&request(
             "POST",
-            "/input?mode=readn",
+            path,
             &[
                 ("Expect", "100-continue"),
                 ("Content-Length", "13"),
@@ -1040,6 +1080,13 @@ fn expect_100_continue_is_answered_when_the_app_reads() {
             b"",
         ))
         .expect("send head");
+    client
+}
+
+#[test]
+fn expect_100_continue_is_answered_when_the_app_reads() {
+    let server = serve(&["-w", "1"], BASIC);
+    let mut client = post_expecting_continue(&server, "/input?mode=readn");
     let interim = client
         .read_response()
         .expect("an interim response before the body");
@@ -1056,19 +1103,7 @@ fn expect_100_continue_is_answered_when_the_app_reads() {
 #[test]
 fn expect_100_continue_is_not_sent_when_the_app_never_reads() {
     let server = serve(&["-w", "1"], BASIC);
-    let mut client = Client::connect(server.port).expect("connect");
-    client
-        .send(&request(
-            "POST",
-            "/ignore-body",
-            &[
-                ("Expect", "100-continue"),
-                ("Content-Length", "13"),
-                ("Connection", "close"),
-            ],
-            b"",
-        ))
-        .expect("send head");
+    let mut client = post_expecting_continue(&server, "/ignore-body");
     let response = client
         .read_response()
         .expect("a response without sending the body");
@@ -1114,24 +1149,15 @@ fn a_body_over_the_request_body_limit_gets_413() {
 
 // ---------------------------------------------------------------- start_response and headers
 
-#[test]
-fn write_output_comes_before_the_returned_iterable() {
-    let server = serve(&["-w", "1"], BASIC);
-    check_write(&server);
-}
-
-#[test]
-fn start_response_with_exc_info_before_the_body_replaces_the_status() {
-    let server = serve(&["-w", "1"], BASIC);
-    check_exc_info(&server);
+on_the_plain_app! {
+    write_output_comes_before_the_returned_iterable => check_write;
+    start_response_with_exc_info_before_the_body_replaces_the_status => check_exc_info;
 }
 
 #[test]
 fn start_response_may_come_from_inside_the_body_generator() {
     let server = serve(&["-w", "1"], BASIC);
-    let response = get(&server, "/lazy-start");
-    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
-    assert_eq!(response.text(), "started late\n");
+    assert_answers(&server, "/lazy-start", 200, "started late\n");
 }
 
 #[test]
@@ -1203,8 +1229,7 @@ fn control_characters_in_app_headers_give_500_and_a_log_line() {
             "{kind}: the app's body went out"
         );
         assert!(
-            wait_until(EVENTUALLY, || server.log.count(|l| l.contains("X-Bad"))
-                > before),
+            logs_more(&server, before, |l| l.contains("X-Bad")),
             "{kind}: no log line names the header; log:\n{}",
             server.log
         );
@@ -1222,19 +1247,9 @@ fn hop_by_hop_headers_from_the_app_give_500_and_a_log_line() {
         ("Upgrade", "websocket"),
         ("TE", "trailers"),
     ] {
-        let before = server.log.count(|l| mentions_word(l, name));
-        let response = get(&server, &format!("/hop?name={name}&value={value}"));
-        assert_eq!(response.status, 500, "{name}: {response:?}");
-        assert!(
-            !response.text().contains("must not be sent"),
-            "{name}: the app's body went out"
-        );
-        assert!(
-            wait_until(EVENTUALLY, || server.log.count(|l| mentions_word(l, name))
-                > before),
-            "{name}: no log line names the header; log:\n{}",
-            server.log
-        );
+        assert_500_and_logged(&server, &format!("/hop?name={name}&value={value}"), |l| {
+            mentions_word(l, name)
+        });
     }
     check_hello(&server);
 }
@@ -1257,19 +1272,10 @@ fn start_response_with_exc_info_after_the_headers_reraises_and_cuts_the_body() {
         !text.ends_with("0\r\n\r\n"),
         "the body was completed: {text:?}"
     );
-    assert!(
-        wait_for_file(closed.path()),
-        "close() was not called; log:\n{}",
-        server.log
-    );
-    assert!(
-        server
-            .log
-            .wait_for(EVENTUALLY, |l| l.contains("late failure"))
-            .is_some(),
-        "the re-raised exception is not in the log; log:\n{}",
-        server.log
-    );
+    assert_close_called(&server, &closed, "after the re-raised exception");
+    assert_logged(&server, "the re-raised exception is not in the log", |l| {
+        l.contains("late failure")
+    });
     check_hello(&server);
 }
 
@@ -1309,8 +1315,7 @@ fn response_header_values_go_out_as_latin_1_and_others_give_500() {
     let response = get(&server, "/header-value?value=%E2%82%AC");
     assert_eq!(response.status, 500, "{response:?}");
     assert!(
-        wait_until(EVENTUALLY, || server.log.count(|l| l.contains("[ERROR]"))
-            > errors_before),
+        logs_more(&server, errors_before, |l| l.contains("[ERROR]")),
         "no error logged; log:\n{}",
         server.log
     );
@@ -1348,40 +1353,13 @@ fn request_header_bytes_reach_the_environ_as_latin_1() {
 
 // ---------------------------------------------------------------- framing and flushing
 
-#[test]
-fn an_app_content_length_is_kept_and_nothing_is_chunked() {
-    let server = serve(&["-w", "1"], BASIC);
-    check_length(&server);
-}
-
-#[test]
-fn without_a_length_http_1_1_responses_are_chunked() {
-    let server = serve(&["-w", "1"], BASIC);
-    check_chunked(&server);
-}
-
-#[test]
-fn without_a_length_http_1_0_responses_end_at_the_close() {
-    let server = serve(&["-w", "1"], BASIC);
-    check_http10(&server);
-}
-
-#[test]
-fn head_gets_the_headers_and_no_body_and_close_is_called() {
-    let server = serve(&["-w", "1"], BASIC);
-    check_head(&server);
-}
-
-#[test]
-fn each_chunk_reaches_the_client_as_soon_as_it_is_yielded() {
-    let server = serve(&["-w", "1"], BASIC);
-    check_flush(&server);
-}
-
-#[test]
-fn close_is_called_when_the_body_ends() {
-    let server = serve(&["-w", "1"], BASIC);
-    check_close_at_end(&server);
+on_the_plain_app! {
+    an_app_content_length_is_kept_and_nothing_is_chunked => check_length;
+    without_a_length_http_1_1_responses_are_chunked => check_chunked;
+    without_a_length_http_1_0_responses_end_at_the_close => check_http10;
+    head_gets_the_headers_and_no_body_and_close_is_called => check_head;
+    each_chunk_reaches_the_client_as_soon_as_it_is_yielded => check_flush;
+    close_is_called_when_the_body_ends => check_close_at_end;
 }
 
 #[test]
@@ -1400,11 +1378,7 @@ fn close_is_called_when_the_client_goes_away_mid_stream() {
             server.log
         );
         drop(stream);
-        assert!(
-            wait_for_file(closed.path()),
-            "{kind}: close() was not called after the client left; log:\n{}",
-            server.log
-        );
+        assert_close_called(&server, &closed, &format!("{kind}, after the client left"));
         check_hello(&server);
     }
 }
@@ -1416,13 +1390,12 @@ fn a_body_the_app_does_not_read_does_not_leak_into_the_next_request() {
     // The unread body looks like a request of its own.
     let smuggled = b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n";
     let length = smuggled.len().to_string();
-    let mut pipelined = request(
+    let pipelined = then_hello(request(
         "POST",
         "/ignore-body",
         &[("Content-Length", &length)],
         smuggled,
-    );
-    pipelined.extend(request("GET", "/", &[("Connection", "close")], b""));
+    ));
     client.send(&pipelined).expect("send");
     let first = client.read_response().expect("first response");
     assert_eq!(first.text(), "ignored the body\n", "{first:?}");
@@ -1462,16 +1435,8 @@ fn an_app_sending_more_than_its_content_length_cannot_desync_the_connection() {
     for kind in ["list", "gen"] {
         // Two requests on one connection: whatever follows the first
         // response's 5 declared bytes must be the second response.
-        let mut both = request(
-            "GET",
-            &format!("/length-lie?declared=5&kind={kind}"),
-            &[],
-            b"",
-        );
-        both.extend(request("GET", "/", &[("Connection", "close")], b""));
-        let raw = exchange_raw(&server, &both);
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, rest) = split_head(&raw);
+        let (text, head, rest) =
+            get_with_hello_behind(&server, &format!("/length-lie?declared=5&kind={kind}"));
         assert_eq!(
             head_header(&head, "Content-Length").as_deref(),
             Some("5"),
@@ -1597,11 +1562,7 @@ fn head_of_an_event_stream_answers_at_once_without_running_the_stream() {
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     assert!(rest.is_empty(), "HEAD got body bytes: {rest:?}");
     assert!(took < AT_ONCE, "HEAD took {took:?}: the stream was run");
-    assert!(
-        wait_for_file(closed.path()),
-        "close() was not called; log:\n{}",
-        server.log
-    );
+    assert_close_called(&server, &closed, "after HEAD");
 }
 
 #[test]
@@ -1610,11 +1571,8 @@ fn a_body_the_app_gives_a_204_or_304_is_not_sent() {
     for status in ["204%20No%20Content", "304%20Not%20Modified"] {
         // Pipelined: a body sent after the head would show up where the
         // second response should start.
-        let mut both = request("GET", &format!("/status?status={status}"), &[], b"");
-        both.extend(request("GET", "/", &[("Connection", "close")], b""));
-        let raw = exchange_raw(&server, &both);
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, rest) = split_head(&raw);
+        let (text, head, rest) =
+            get_with_hello_behind(&server, &format!("/status?status={status}"));
         assert!(head.starts_with("HTTP/1.1 "), "{text:?}");
         assert_eq!(
             head_header(&head, "Transfer-Encoding"),
@@ -1658,14 +1616,9 @@ fn an_exception_gives_500_logs_request_and_traceback_and_the_worker_serves_on() 
         "in fail",
         &format!("RuntimeError: {message}"),
     ] {
-        assert!(
-            server
-                .log
-                .wait_for(EVENTUALLY, |l| l.contains(needle))
-                .is_some(),
-            "no log line with {needle:?}; log:\n{}",
-            server.log
-        );
+        assert_logged(&server, &format!("no log line with {needle:?}"), |l| {
+            l.contains(needle)
+        });
     }
 }
 
@@ -1686,19 +1639,10 @@ fn an_exception_after_the_headers_cuts_the_connection_and_close_is_called() {
         outcome.is_err(),
         "a complete response arrived although the body failed: {outcome:?}"
     );
-    assert!(
-        wait_for_file(closed.path()),
-        "close() was not called; log:\n{}",
-        server.log
-    );
-    assert!(
-        server
-            .log
-            .wait_for(EVENTUALLY, |l| l.contains(&message))
-            .is_some(),
-        "the exception is not in the log; log:\n{}",
-        server.log
-    );
+    assert_close_called(&server, &closed, "after the exception");
+    assert_logged(&server, "the exception is not in the log", |l| {
+        l.contains(&message)
+    });
     check_hello(&server);
 }
 
@@ -1710,19 +1654,7 @@ fn no_start_response_a_str_body_or_a_none_body_gives_500_and_a_log_line() {
         ("/yield-str", "bytes"),
         ("/return-none", "NoneType"),
     ] {
-        let before = server.log.count(|l| l.contains(needle));
-        let response = get(&server, path);
-        assert_eq!(response.status, 500, "{path}: {response:?}");
-        assert!(
-            !response.text().contains("must not be sent"),
-            "{path}: the app's body went out"
-        );
-        assert!(
-            wait_until(EVENTUALLY, || server.log.count(|l| l.contains(needle))
-                > before),
-            "{path}: no log line says {needle:?}; log:\n{}",
-            server.log
-        );
+        assert_500_and_logged(&server, path, |l| l.contains(needle));
     }
     check_hello(&server);
 }
@@ -1733,14 +1665,9 @@ fn wsgi_errors_writes_reach_the_error_log() {
     let message = format!("to-wsgi-errors-{}", std::process::id());
     let response = get(&server, &format!("/errors?msg={message}"));
     assert_eq!(response.status, 200);
-    assert!(
-        server
-            .log
-            .wait_for(EVENTUALLY, |l| l.contains(&message))
-            .is_some(),
-        "log:\n{}",
-        server.log
-    );
+    assert_logged(&server, "what the app wrote is not in the log", |l| {
+        l.contains(&message)
+    });
 }
 
 #[test]
@@ -1807,9 +1734,7 @@ fn a_connection_serves_on_after_a_detached_stream_ends() {
 #[test]
 fn forkhorn_progress_keeps_a_long_request_from_timing_out() {
     let server = serve(&["-w", "1", "-t", "1"], BASIC);
-    let response = get(&server, "/busy?seconds=2.5&progress=1");
-    assert_eq!(response.status, 200, "{response:?}; log:\n{}", server.log);
-    assert_eq!(response.text(), "done\n");
+    assert_answers(&server, "/busy?seconds=2.5&progress=1", 200, "done\n");
     assert!(
         !server.log.contains("WORKER TIMEOUT"),
         "log:\n{}",
@@ -1822,24 +1747,14 @@ fn a_request_over_the_timeout_gets_504_and_its_python_stack_is_logged() {
     let server = serve(&["-w", "1", "-t", "1"], BASIC);
     let response = get(&server, "/busy?seconds=2.5");
     assert_eq!(response.status, 504, "{response:?}; log:\n{}", server.log);
-    assert!(
-        server
-            .log
-            .wait_for(EVENTUALLY, |l| l.contains("WORKER TIMEOUT")
-                && l.contains("GET /busy"))
-            .is_some(),
-        "log:\n{}",
-        server.log
-    );
+    assert_logged(&server, "no WORKER TIMEOUT line naming GET /busy", |l| {
+        l.contains("WORKER TIMEOUT") && l.contains("GET /busy")
+    });
     // faulthandler's dump: `File ".../wsgi_basic.py", line N in busy`.
-    assert!(
-        server
-            .log
-            .wait_for(EVENTUALLY, |l| l.contains("wsgi_basic.py")
-                && l.contains("in busy"))
-            .is_some(),
-        "the Python stack of the stuck request is not in the log; log:\n{}",
-        server.log
+    assert_logged(
+        &server,
+        "the Python stack of the stuck request is not in the log",
+        |l| l.contains("wsgi_basic.py") && l.contains("in busy"),
     );
     check_hello(&server);
 }
@@ -1882,60 +1797,12 @@ fn the_main_cases_pass_under_wsgiref_validate() {
 
 // ---------------------------------------------------------------- the public corpus through a Python echo app
 
-/// The options that make forkhorn as lenient as the corpus expects (as in
-/// tests/conformance.rs).
-const CORPUS_OPTIONS: [&str; 2] = ["--permit-missing-host", "--permit-transfer-codings"];
-
-fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
-}
-
-fn run_corpus(server: &Server, mode: &str) -> Output {
-    let run_py = corpus_dir().join("run.py");
-    assert!(
-        run_py.is_file(),
-        "the corpus runner {} is missing",
-        run_py.display()
-    );
-    Command::new("python3")
-        .arg(run_py)
-        .args([
-            "--port",
-            &server.port.to_string(),
-            "--echo",
-            "--all-responses",
-            "--mode",
-            mode,
-            "--corpus",
-        ])
-        .arg(corpus_dir().join("gunicorn-requests"))
-        .output()
-        .expect("run python3")
-}
-
-/// The `N passed, N failed, N skipped` line, as numbers, and all of stdout.
-fn summary(out: &Output) -> (u32, u32, String) {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let last = stdout.lines().last().unwrap_or_default().to_owned();
-    let numbers: Vec<u32> = last
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    match numbers[..] {
-        [passed, failed, _skipped] => (passed, failed, stdout),
-        _ => panic!(
-            "the runner printed no summary line; stdout:\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
-}
-
 fn assert_corpus_passes(app: &str, modes: &[&str]) {
     let mut flags = vec!["-w", "2"];
     flags.extend(CORPUS_OPTIONS);
     let server = serve(&flags, app);
     for &mode in modes {
-        let out = run_corpus(&server, mode);
+        let out = run_corpus(server.port, mode, &[]);
         let (passed, failed, stdout) = summary(&out);
         assert!(
             out.status.success() && failed == 0,
@@ -1970,6 +1837,19 @@ fn the_public_corpus_passes_through_the_validated_python_echo_app() {
 
 // ---------------------------------------------------------------- Flask and Django
 
+/// The greeting form of the Flask and Django apps: a name is greeted, no
+/// name is refused, an unknown path is 404, and the app never raised.
+fn check_greeting_form(server: &Server, form: &str, greeting: &str) {
+    let greeted = form_post(server, "/greet", form);
+    assert_eq!(greeted.status, 200, "{greeted:?}; log:\n{}", server.log);
+    assert_eq!(greeted.text(), greeting);
+    let empty = form_post(server, "/greet", "name=");
+    assert_eq!(empty.status, 400, "{empty:?}");
+    let missing = get(server, "/nowhere");
+    assert_eq!(missing.status, 404);
+    assert!(!server.log.contains("Traceback"), "log:\n{}", server.log);
+}
+
 fn form_post(server: &Server, path: &str, form: &str) -> Response {
     let length = form.len().to_string();
     send(
@@ -1990,9 +1870,7 @@ fn a_flask_app_serves_pages_json_and_a_posted_form() {
         return;
     }
     let server = serve(&["-w", "1"], "flask_app:app");
-    let index = get(&server, "/");
-    assert_eq!(index.status, 200, "{index:?}; log:\n{}", server.log);
-    assert_eq!(index.text(), "Hello from Flask\n");
+    assert_answers(&server, "/", 200, "Hello from Flask\n");
     let page = get(&server, "/greet");
     assert_eq!(page.status, 200, "{page:?}");
     assert!(
@@ -2000,20 +1878,13 @@ fn a_flask_app_serves_pages_json_and_a_posted_form() {
         "{:?}",
         page.text()
     );
-    let greeted = form_post(&server, "/greet", "name=Ada+Lovelace");
-    assert_eq!(greeted.status, 200, "{greeted:?}; log:\n{}", server.log);
-    assert_eq!(greeted.text(), "Hello, Ada Lovelace!\n");
-    let empty = form_post(&server, "/greet", "name=");
-    assert_eq!(empty.status, 400, "{empty:?}");
     let json = get(&server, "/json?a=1");
     assert_eq!(json.status, 200, "{json:?}");
     assert_eq!(
         json_of(&json),
         serde_json::json!({"path": "/json", "args": {"a": "1"}})
     );
-    let missing = get(&server, "/nowhere");
-    assert_eq!(missing.status, 404);
-    assert!(!server.log.contains("Traceback"), "log:\n{}", server.log);
+    check_greeting_form(&server, "name=Ada+Lovelace", "Hello, Ada Lovelace!\n");
 }
 
 #[test]
@@ -2022,15 +1893,6 @@ fn a_django_project_serves_pages_and_a_posted_form() {
         return;
     }
     let server = serve(&["-w", "1"], "django_hello.wsgi:application");
-    let index = get(&server, "/");
-    assert_eq!(index.status, 200, "{index:?}; log:\n{}", server.log);
-    assert_eq!(index.text(), "Hello from Django\n");
-    let greeted = form_post(&server, "/greet", "name=Grace+Hopper");
-    assert_eq!(greeted.status, 200, "{greeted:?}; log:\n{}", server.log);
-    assert_eq!(greeted.text(), "Hello, Grace Hopper!\n");
-    let empty = form_post(&server, "/greet", "name=");
-    assert_eq!(empty.status, 400, "{empty:?}");
-    let missing = get(&server, "/nowhere");
-    assert_eq!(missing.status, 404);
-    assert!(!server.log.contains("Traceback"), "log:\n{}", server.log);
+    assert_answers(&server, "/", 200, "Hello from Django\n");
+    check_greeting_form(&server, "name=Grace+Hopper", "Hello, Grace Hopper!\n");
 }

@@ -315,18 +315,23 @@ def with_write(environ, start_response):
     return [b"returned\n"]
 
 
-def block(environ, start_response):
-    """`first`, then wait for the gate file, then `second`."""
+def gated(environ, start_response, headers, first, last):
+    """`first`, then wait for the gate file, then `last`."""
     params = query(environ)
     gate = params["gate"]
 
     def body():
-        yield b"first\n"
+        yield first
         wait_for_file(gate)
-        yield b"second\n"
+        yield last
 
-    start_response("200 OK", [("Content-Type", "text/plain")])
+    start_response("200 OK", headers)
     return Closing(body(), params.get("closed"))
+
+
+def block(environ, start_response):
+    """`first`, then wait for the gate file, then `second`."""
+    return gated(environ, start_response, [("Content-Type", "text/plain")], b"first\n", b"second\n")
 
 
 def forever(environ, start_response):
@@ -419,31 +424,14 @@ def hop_by_hop(environ, start_response):
 
 def sse(environ, start_response):
     """A Server-Sent Events stream: one event, wait for the gate, a last event."""
-    params = query(environ)
-    gate = params["gate"]
-
-    def events():
-        yield b"data: first\n\n"
-        wait_for_file(gate)
-        yield b"data: last\n\n"
-
-    start_response("200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")])
-    return Closing(events(), params.get("closed"))
+    headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
+    return gated(environ, start_response, headers, b"data: first\n\n", b"data: last\n\n")
 
 
 def detached(environ, start_response):
     """A plain-text stream the app asks to have detached (forkhorn.detach)."""
-    params = query(environ)
-    gate = params["gate"]
     environ["forkhorn.detach"] = True
-
-    def body():
-        yield b"first\n"
-        wait_for_file(gate)
-        yield b"second\n"
-
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return Closing(body(), params.get("closed"))
+    return gated(environ, start_response, [("Content-Type", "text/plain")], b"first\n", b"second\n")
 
 
 def health(environ, start_response):
