@@ -31,7 +31,7 @@ pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
     args_override_self = true
 )]
 pub struct Args {
-    /// The app to serve: chat (a chat web UI), hello, echo, chaos, static:DIR, chat:URL (an OpenAI-compatible upstream).
+    /// The app to serve: module:callable (a Python WSGI app, e.g. app:app), or built in: chat (a chat web UI), hello, echo, chaos, static:DIR, chat:URL (an OpenAI-compatible upstream).
     #[arg(value_name = "APP", default_value = "chat")]
     pub app: String,
 
