@@ -55,6 +55,11 @@ where
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub Option<SocketAddr>);
 
+/// The address the client connected to (the listener's), in every
+/// request's extensions (None on unix sockets).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub Option<SocketAddr>);
+
 /// The request target exactly as the client sent it.
 #[derive(Debug, Clone)]
 pub struct RawTarget(pub String);

@@ -31,7 +31,7 @@ pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
     args_override_self = true
 )]
 pub struct Args {
-    /// The app to serve: chat (a chat web UI), hello, echo, chaos, static:DIR, chat:URL (an OpenAI-compatible upstream).
+    /// The app to serve: module:callable (a Python WSGI app, e.g. app:app), or built in: chat (a chat web UI), hello, echo, chaos, static:DIR, chat:URL (an OpenAI-compatible upstream).
     #[arg(value_name = "APP", default_value = "chat")]
     pub app: String,
 
@@ -64,6 +64,10 @@ pub struct Args {
         default_value = "sync"
     )]
     pub worker_class: String,
+
+    /// Request threads per worker; only 1 exists (accepted so gunicorn command lines carry over).
+    #[arg(long, value_name = "N", default_value = "1", value_parser = count::<usize>("--threads"))]
+    pub threads: usize,
 
     /// Seconds a worker may go without a heartbeat before it is killed and replaced (0 = never).
     #[arg(short = 't', long, value_name = "SECS", default_value = "30", value_parser = seconds("--timeout"))]
@@ -634,6 +638,14 @@ impl Config {
                 args.worker_class
             );
         }
+        if args.threads > 1 {
+            bail!(
+                "--threads {}: forkhorn has no threaded worker yet; each worker serves one request at a time. \
+                 Run more workers (-w) instead: idle keep-alive connections move to a free worker, and \
+                 streamed responses (text/event-stream) do not hold one",
+                args.threads
+            );
+        }
         let workers = args
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -842,6 +854,13 @@ mod tests {
     fn other_worker_classes_are_refused() {
         let err = parse(&["-k", "gevent"]).expect_err("must fail");
         assert!(err.contains("only the sync worker class"), "{err}");
+    }
+
+    #[test]
+    fn threads_beyond_one_are_refused_with_what_to_do_instead() {
+        assert!(parse(&["--threads", "1"]).is_ok());
+        let err = parse(&["--threads", "4"]).expect_err("must fail");
+        assert!(err.contains("--threads 4") && err.contains("-w"), "{err}");
     }
 
     #[test]

@@ -376,7 +376,7 @@ fn read_file(path: &Path) -> Result<(Vec<OsString>, BTreeMap<String, Origin>), C
             (_, v) => push(scalar(v)?),
         }
         origins.insert(
-            key.clone(),
+            id.to_owned(),
             Origin {
                 file: path.to_path_buf(),
                 line,

@@ -6,13 +6,14 @@
 mod common;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Client, EVENTUALLY, IO_TIMEOUT, Server, request, run_to_exit, wait_until};
+use common::sse::{EventStream, json_post};
+use common::{Client, EVENTUALLY, IO_TIMEOUT, Server, bad, run_to_exit, wait_until};
 
 // ---------------------------------------------------------------- an SSE client
 
@@ -27,151 +28,16 @@ enum Event {
 }
 
 /// A `POST /chat` whose response is read event by event as it arrives.
-struct Sse {
-    reader: BufReader<TcpStream>,
-    status: u16,
-    headers: Vec<(String, String)>,
-    is_chunked: bool,
-    /// Body text received but not yet split into events.
-    pending: String,
-    is_ended: bool,
+type Sse = EventStream<Event>;
+
+impl Sse {
+    fn post(port: u16, body: &str) -> io::Result<Sse> {
+        Sse::open(port, &json_post("/chat", body.as_bytes()), parse_event)
+    }
 }
 
 fn chat_body(message: &str) -> String {
     serde_json::json!({"message": message, "session_id": "test-session"}).to_string()
-}
-
-impl Sse {
-    fn post(port: u16, body: &str) -> io::Result<Sse> {
-        let mut client = Client::connect(port)?;
-        client.send(&request(
-            "POST",
-            "/chat",
-            &[
-                ("Content-Type", "application/json"),
-                ("Content-Length", &body.len().to_string()),
-                ("Connection", "close"),
-            ],
-            body.as_bytes(),
-        ))?;
-        let stream = client.try_clone_stream()?;
-        drop(client);
-        let mut sse = Sse {
-            reader: BufReader::new(stream),
-            status: 0,
-            headers: Vec::new(),
-            is_chunked: false,
-            pending: String::new(),
-            is_ended: false,
-        };
-        let status_line = sse.line()?;
-        sse.status = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-        loop {
-            let line = sse.line()?;
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line
-                .split_once(':')
-                .ok_or_else(|| bad(format!("bad header {line:?}")))?;
-            sse.headers
-                .push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-        }
-        sse.is_chunked = sse
-            .header("transfer-encoding")
-            .is_some_and(|v| v.contains("chunked"));
-        Ok(sse)
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn line(&mut self) -> io::Result<String> {
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed",
-            ));
-        }
-        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
-    }
-
-    /// The next event, or None once the response has ended.
-    fn next_event(&mut self) -> io::Result<Option<Event>> {
-        loop {
-            if let Some(end) = self.pending.find("\n\n") {
-                let block: String = self.pending.drain(..end + 2).collect();
-                return parse_event(block.trim_end()).map(Some);
-            }
-            if self.is_ended {
-                return Ok(None);
-            }
-            self.read_more()?;
-        }
-    }
-
-    fn read_more(&mut self) -> io::Result<()> {
-        let mut data = Vec::new();
-        if self.is_chunked {
-            let size_line = self.line()?;
-            let size =
-                usize::from_str_radix(size_line.split(';').next().unwrap_or_default().trim(), 16)
-                    .map_err(|_| bad(format!("bad chunk size {size_line:?}")))?;
-            if size == 0 {
-                while !self.line()?.is_empty() {}
-                self.is_ended = true;
-                return Ok(());
-            }
-            data.resize(size, 0);
-            self.reader.read_exact(&mut data)?;
-            self.line()?;
-        } else {
-            let mut buf = [0u8; 4096];
-            let n = self.reader.read(&mut buf)?;
-            if n == 0 {
-                self.is_ended = true;
-            }
-            data.extend_from_slice(&buf[..n]);
-        }
-        self.pending
-            .push_str(&String::from_utf8(data).map_err(|_| bad("non-UTF-8 body".to_owned()))?);
-        Ok(())
-    }
-
-    /// Every event up to the end, each with when it arrived. A stream still
-    /// going after a minute (no reply here takes 15 s) is an error, so a
-    /// reply that never ends fails its test rather than hanging it.
-    fn read_to_end(&mut self) -> io::Result<Vec<(Instant, Event)>> {
-        let give_up = Instant::now() + Duration::from_secs(60);
-        let mut events = Vec::new();
-        while let Some(e) = self.next_event()? {
-            events.push((Instant::now(), e));
-            if Instant::now() > give_up {
-                return Err(bad(format!(
-                    "the stream did not end within a minute; its last events: {:?}",
-                    events[events.len().saturating_sub(3)..]
-                        .iter()
-                        .map(|(_, e)| e)
-                        .collect::<Vec<_>>()
-                )));
-            }
-        }
-        Ok(events)
-    }
-
-    /// Hang up at once (a closed tab).
-    fn hang_up(self) {
-        let _ = self.reader.get_ref().shutdown(Shutdown::Both);
-    }
 }
 
 fn parse_event(block: &str) -> io::Result<Event> {
@@ -198,10 +64,6 @@ fn parse_event(block: &str) -> io::Result<Event> {
     }
 }
 
-fn bad(message: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message)
-}
-
 fn tokens(events: &[(Instant, Event)]) -> Vec<String> {
     events
         .iter()
@@ -215,18 +77,7 @@ fn tokens(events: &[(Instant, Event)]) -> Vec<String> {
 /// `POST /chat` with `body` as-is, read as a whole response.
 fn post_raw(port: u16, body: &[u8]) -> common::Response {
     let mut client = Client::connect(port).expect("connect");
-    client
-        .send(&request(
-            "POST",
-            "/chat",
-            &[
-                ("Content-Type", "application/json"),
-                ("Content-Length", &body.len().to_string()),
-                ("Connection", "close"),
-            ],
-            body,
-        ))
-        .expect("send");
+    client.send(&json_post("/chat", body)).expect("send");
     client.read_response().expect("a response")
 }
 

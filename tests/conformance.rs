@@ -14,68 +14,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
 use common::Server;
-
-/// The options that make forkhorn as lenient as the corpus expects.
-const CORPUS_OPTIONS: [&str; 2] = ["--permit-missing-host", "--permit-transfer-codings"];
-
-fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
-}
-
-/// The runner, or a failure saying what is missing.
-fn runner() -> PathBuf {
-    let run_py = corpus_dir().join("run.py");
-    assert!(
-        run_py.is_file(),
-        "the corpus runner {} is missing; restore it from version control",
-        run_py.display()
-    );
-    let python = Command::new("python3").arg("--version").output();
-    assert!(
-        python.is_ok_and(|o| o.status.success()),
-        "python3 is needed to replay the conformance corpus; install it (.ci/run does)"
-    );
-    run_py
-}
-
-fn run_corpus(server: &Server, mode: &str, extra: &[&str]) -> Output {
-    Command::new("python3")
-        .arg(runner())
-        .args([
-            "--port",
-            &server.port.to_string(),
-            "--echo",
-            "--all-responses",
-            "--mode",
-            mode,
-            "--corpus",
-        ])
-        .arg(corpus_dir().join("gunicorn-requests"))
-        .args(extra)
-        .output()
-        .expect("run python3")
-}
-
-/// The `N passed, N failed, N skipped` line, as numbers.
-fn summary(out: &Output) -> (u32, u32, String) {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let last = stdout.lines().last().unwrap_or_default().to_owned();
-    let numbers: Vec<u32> = last
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    match numbers[..] {
-        [passed, failed, _skipped] => (passed, failed, stdout),
-        _ => panic!(
-            "the runner printed no summary line; stdout:\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
-}
+use common::corpus::{CORPUS_OPTIONS, corpus_dir, run_corpus, summary};
 
 #[test]
 fn the_public_corpus_passes_in_every_send_mode() {
@@ -84,7 +24,7 @@ fn the_public_corpus_passes_in_every_send_mode() {
     args.push("echo");
     let server = Server::start(&args);
     for mode in ["all", "lines", "bytes"] {
-        let out = run_corpus(&server, mode, &[]);
+        let out = run_corpus(server.port, mode, &[]);
         let (passed, failed, stdout) = summary(&out);
         assert!(
             out.status.success() && failed == 0,
@@ -102,7 +42,7 @@ fn the_public_corpus_passes_in_every_send_mode() {
 #[test]
 fn with_the_defaults_only_the_lenient_cases_are_refused() {
     let server = Server::start(&["-w", "2", "echo"]);
-    let out = run_corpus(&server, "all", &[]);
+    let out = run_corpus(server.port, "all", &[]);
     let (_, failed, stdout) = summary(&out);
     let failures: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
     assert!(failed > 0, "the defaults accepted every case:\n{stdout}");

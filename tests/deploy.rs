@@ -362,6 +362,11 @@ user = "0"
 group = "0"
 umask = "022"
 initgroups = true
+threads = 1
+chdir = "/tmp"
+pythonpath = ["/tmp/a", "/tmp/b"]
+preload = true
+env = ["DJANGO_SETTINGS_MODULE=site.settings", "EMPTY="]
 "#;
 
 #[test]

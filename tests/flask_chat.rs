@@ -9,17 +9,15 @@
 //! `common/python.rs`) and returns early without it.
 
 mod common;
-#[path = "common/python.rs"]
-mod python;
 
-use std::io::{self, BufRead, BufReader, Read};
-use std::net::TcpStream;
+use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{Client, EVENTUALLY, Server, request};
+use common::sse::{EventStream, json_post};
+use common::{Client, EVENTUALLY, Server, bad, python};
 
 // ---------------------------------------------------------------- the server
 
@@ -75,9 +73,7 @@ fn start(timeout: &str) -> Server {
         "info",
         "app:app",
     ];
-    let env = python::env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = Server::start_with_env(&args, &env);
+    let server = python::start(&args, &[]);
     server.wait_for_workers(2);
     server
 }
@@ -98,139 +94,16 @@ enum Event {
 }
 
 /// A `POST /chat` whose reply is read event by event as it arrives.
-struct Chat {
-    reader: BufReader<TcpStream>,
-    status: u16,
-    content_type: String,
-    is_chunked: bool,
-    /// Body text received but not yet split into events.
-    pending: String,
-    is_ended: bool,
-}
+type Chat = EventStream<Event>;
 
 impl Chat {
     /// Send `POST /chat` with `body` (JSON) and read the response head.
     fn post(port: u16, body: &serde_json::Value) -> io::Result<Chat> {
-        let body = body.to_string();
-        let mut client = Client::connect(port)?;
-        client.send(&request(
-            "POST",
-            "/chat",
-            &[
-                ("Content-Type", "application/json"),
-                ("Content-Length", &body.len().to_string()),
-                ("Connection", "close"),
-            ],
-            body.as_bytes(),
-        ))?;
-        let mut chat = Chat {
-            reader: BufReader::new(client.try_clone_stream()?),
-            status: 0,
-            content_type: String::new(),
-            is_chunked: false,
-            pending: String::new(),
-            is_ended: false,
-        };
-        let status_line = chat.line()?;
-        chat.status = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-        loop {
-            let line = chat.line()?;
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line
-                .split_once(':')
-                .ok_or_else(|| bad(format!("bad header {line:?}")))?;
-            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-            if name == "content-type" {
-                chat.content_type = value.to_owned();
-            }
-            if name == "transfer-encoding" && value.to_ascii_lowercase().contains("chunked") {
-                chat.is_chunked = true;
-            }
-        }
-        Ok(chat)
-    }
-
-    fn line(&mut self) -> io::Result<String> {
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed",
-            ));
-        }
-        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
-    }
-
-    /// The next event, or None once the response has ended.
-    fn next_event(&mut self) -> io::Result<Option<Event>> {
-        loop {
-            if let Some(end) = self.pending.find("\n\n") {
-                let block: String = self.pending.drain(..end + 2).collect();
-                return parse_event(block.trim_end()).map(Some);
-            }
-            if self.is_ended {
-                if self.pending.trim().is_empty() {
-                    return Ok(None);
-                }
-                return Err(bad(format!(
-                    "the stream ended mid-event: {:?}",
-                    self.pending
-                )));
-            }
-            self.read_more()?;
-        }
-    }
-
-    fn read_more(&mut self) -> io::Result<()> {
-        let mut data = Vec::new();
-        if self.is_chunked {
-            let size_line = self.line()?;
-            let size =
-                usize::from_str_radix(size_line.split(';').next().unwrap_or_default().trim(), 16)
-                    .map_err(|_| bad(format!("bad chunk size {size_line:?}")))?;
-            if size == 0 {
-                while !self.line()?.is_empty() {}
-                self.is_ended = true;
-                return Ok(());
-            }
-            data.resize(size, 0);
-            self.reader.read_exact(&mut data)?;
-            self.line()?;
-        } else {
-            let mut buf = [0u8; 4096];
-            let n = self.reader.read(&mut buf)?;
-            if n == 0 {
-                self.is_ended = true;
-            }
-            data.extend_from_slice(&buf[..n]);
-        }
-        self.pending
-            .push_str(&String::from_utf8(data).map_err(|_| bad("non-UTF-8 body".to_owned()))?);
-        Ok(())
-    }
-
-    /// Every event to the end of the response, each with when it arrived.
-    /// A reply still going after a minute (none here is designed to take
-    /// more than 6 s) is an error, so it fails its test rather than hangs it.
-    fn read_to_end(&mut self) -> io::Result<Vec<(Instant, Event)>> {
-        let give_up = Instant::now() + Duration::from_secs(60);
-        let mut events = Vec::new();
-        while let Some(event) = self.next_event()? {
-            events.push((Instant::now(), event));
-            if Instant::now() > give_up {
-                return Err(bad(format!(
-                    "the reply did not end within a minute; {} events so far",
-                    events.len()
-                )));
-            }
-        }
-        Ok(events)
+        Chat::open(
+            port,
+            &json_post("/chat", body.to_string().as_bytes()),
+            parse_event,
+        )
     }
 }
 
@@ -254,10 +127,6 @@ fn parse_event(block: &str) -> io::Result<Event> {
     }
 }
 
-fn bad(message: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message)
-}
-
 /// The reply's tokens with their arrival times.
 fn tokens(events: &[(Instant, Event)]) -> Vec<(Instant, String)> {
     events
@@ -271,18 +140,8 @@ fn tokens(events: &[(Instant, Event)]) -> Vec<(Instant, String)> {
 
 /// `POST /chat` with `body`, read as one whole response.
 fn post(port: u16, body: &serde_json::Value) -> io::Result<common::Response> {
-    let body = body.to_string();
     let mut client = Client::connect(port)?;
-    client.send(&request(
-        "POST",
-        "/chat",
-        &[
-            ("Content-Type", "application/json"),
-            ("Content-Length", &body.len().to_string()),
-            ("Connection", "close"),
-        ],
-        body.as_bytes(),
-    ))?;
+    client.send(&json_post("/chat", body.to_string().as_bytes()))?;
     client.read_response()
 }
 
@@ -321,10 +180,10 @@ fn a_reply_streams_past_the_timeout_to_its_end() {
     let started = Instant::now();
     let mut chat = Chat::post(server.port, &body).expect("POST /chat");
     assert_eq!(chat.status, 200);
+    let content_type = chat.header("content-type").unwrap_or_default();
     assert!(
-        chat.content_type.starts_with("text/event-stream"),
-        "{:?}",
-        chat.content_type
+        content_type.starts_with("text/event-stream"),
+        "{content_type:?}"
     );
     let events = chat.read_to_end().expect("the whole reply");
     let took = started.elapsed();

@@ -102,7 +102,7 @@ fn an_unknown_app_lists_every_app_form() {
     let line = usage_error(&["nope"], &[]);
     assert_eq!(
         line,
-        "forkhorn: unknown app \"nope\"; APP is one of chat, chat:URL, static:DIR, hello, echo, chaos"
+        "forkhorn: unknown app \"nope\"; APP is one of chat, chat:URL, static:DIR, hello, echo, chaos, module:callable (a Python WSGI app)"
     );
 }
 

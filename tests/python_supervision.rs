@@ -6,15 +6,13 @@
 //! change the code under a running server); they need only the stdlib.
 
 mod common;
-#[path = "common/python.rs"]
-mod python;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{EVENTUALLY, Server, fresh_dir, wait_until};
+use common::{EVENTUALLY, Server, fresh_dir, python, wait_until};
 use nix::sys::signal::Signal;
 
 fn write_app(dir: &Path, name: &str, source: &str) {
@@ -26,9 +24,7 @@ fn serve(dir: &Path, flags: &[&str], app: &str) -> Server {
     let mut args = vec!["--chdir", dir];
     args.extend_from_slice(flags);
     args.push(app);
-    let env = python::env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Server::start_with_env(&args, &env)
+    python::start(&args, &[])
 }
 
 const VERSIONED: &str = r#"
@@ -192,4 +188,44 @@ fn a_worker_with_threads_left_behind_still_stops_on_term() {
         "the worker had to be killed; log:\n{}",
         server.log
     );
+}
+
+#[test]
+fn usr2_upgrades_a_preloaded_app_to_the_code_now_on_disk() {
+    let dir = fresh_dir();
+    write_app(&dir, "versioned", VERSIONED);
+    let pidfile = dir.join("forkhorn.pid");
+    let pidfile_arg = pidfile.to_str().expect("utf-8 path");
+    let mut server = serve(
+        &dir,
+        &["-w", "2", "--preload", "--pid", pidfile_arg],
+        "versioned:app",
+    );
+    assert_eq!(server.get("/").expect("first request").text(), "one");
+    // With --preload, HUP re-forks the master's copy; a new master loads
+    // the new code.
+    write_app(&dir, "versioned", &VERSIONED.replace("\"one\"", "\"two\""));
+    let old = server.master;
+    server.signal(Signal::SIGUSR2);
+    let status = server.wait_exit(EVENTUALLY);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "the old master hands over and exits 0; log:\n{}",
+        server.log
+    );
+    let new = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .expect("the pidfile names a master");
+    assert_ne!(new, old);
+    assert!(
+        wait_until(EVENTUALLY, || {
+            common::get(server.port, "/").is_ok_and(|r| r.text() == "two")
+        }),
+        "the new master does not serve the new code; log:\n{}",
+        server.log
+    );
+    common::signal(new, Signal::SIGTERM);
+    assert!(wait_until(EVENTUALLY, || !common::is_alive(new)));
 }

@@ -55,6 +55,9 @@ pub struct Conn {
     /// request publishes it in the heartbeat slot, and a keep-alive
     /// connection should not format it again each time.
     peer_label: Option<Box<str>>,
+    /// The address the client connected to, read at the first request that
+    /// needs it (a WSGI app's `SERVER_PORT`); None inside for unix sockets.
+    local: Option<Option<SocketAddr>>,
     /// Bytes read and not yet consumed (a head, body bytes, pipelined requests).
     pub buf: Vec<u8>,
     /// How much of `buf` was already searched for the end of a head.
@@ -94,6 +97,7 @@ impl Conn {
             socket,
             peer,
             peer_label: None,
+            local: None,
             buf: Vec::new(),
             scanned: 0,
             phase: Phase::Idle,
@@ -116,6 +120,15 @@ impl Conn {
         self.peer_label.get_or_insert_with(|| {
             peer.map_or_else(|| "-".into(), |p| p.to_string().into_boxed_str())
         })
+    }
+
+    /// The listener's address this connection came in on (None on a unix
+    /// socket): one getsockname(2) per connection.
+    pub fn local_addr(&mut self) -> Option<SocketAddr> {
+        let socket = &self.socket;
+        *self
+            .local
+            .get_or_insert_with(|| socket.local_addr().ok().and_then(|a| a.as_socket()))
     }
 
     pub fn fd(&self) -> RawFd {

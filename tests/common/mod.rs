@@ -10,6 +10,10 @@
 // Shared by several test binaries; each uses a subset.
 #![allow(dead_code)]
 
+pub mod corpus;
+pub mod python;
+pub mod sse;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -559,7 +563,8 @@ impl Client {
     }
 }
 
-fn bad(message: String) -> io::Error {
+/// An error for bytes that are not what HTTP (or the test) expects.
+pub fn bad(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
 }
 

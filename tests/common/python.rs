@@ -6,10 +6,10 @@
 //! so a missing package fails the run there. A plain `cargo test` on a
 //! machine without those packages skips the tests that need them, saying so.
 
-#![allow(dead_code)]
-
 use std::path::PathBuf;
 use std::process::Command;
+
+use super::Server;
 
 /// The directory holding the Python apps the tests run.
 pub fn apps_dir() -> PathBuf {
@@ -30,6 +30,14 @@ pub fn env() -> Vec<(&'static str, String)> {
         Some(v) => vec![("VIRTUAL_ENV", v.to_string_lossy().into_owned())],
         None => Vec::new(),
     }
+}
+
+/// `forkhorn ARGS` in the test venv's environment (`env`), plus `extra_env`.
+pub fn start(args: &[&str], extra_env: &[(&str, &str)]) -> Server {
+    let venv = env();
+    let mut env: Vec<(&str, &str)> = venv.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend_from_slice(extra_env);
+    Server::start_with_env(args, &env)
 }
 
 /// The interpreter forkhorn will use: the venv's, else `python3` on PATH.

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::app::{PeerAddr, RawHeaders, RawTarget};
+use crate::app::{LocalAddr, PeerAddr, RawHeaders, RawTarget};
 
 /// The CGI-style string values of one request's environ, in order.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -34,14 +34,11 @@ impl Environ {
             .map_or_else(|| req.uri().to_string(), |t| t.0.clone());
         let (path, query) = split_target(&raw_target);
         let path = latin1(&percent_decode(path.as_bytes()));
-        let path_info = match path.strip_prefix(script_name) {
-            Some(rest) if !script_name.is_empty() => rest.to_owned(),
-            _ => path,
-        };
+        let (script_name, path_info) = mount(script_name, path);
         let mut vars = Vec::with_capacity(16 + req.headers().len());
         let mut push = |k: &str, v: String| vars.push((k.to_owned(), v));
         push("REQUEST_METHOD", req.method().as_str().to_owned());
-        push("SCRIPT_NAME", script_name.to_owned());
+        push("SCRIPT_NAME", script_name);
         push("PATH_INFO", path_info);
         push("QUERY_STRING", latin1(query.as_bytes()));
         push("RAW_URI", latin1(raw_target.as_bytes()));
@@ -57,7 +54,8 @@ impl Environ {
             .headers()
             .get(http::header::HOST)
             .map(|h| latin1(h.as_bytes()));
-        let (name, port) = server_name_and_port(host.as_deref());
+        let local = req.extensions().get::<LocalAddr>().and_then(|l| l.0);
+        let (name, port) = server_name_and_port(local, host.as_deref());
         push("SERVER_NAME", name);
         push("SERVER_PORT", port);
         let peer = req.extensions().get::<PeerAddr>().and_then(|p| p.0);
@@ -168,9 +166,26 @@ pub(crate) fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| b as char).collect()
 }
 
-/// `SERVER_NAME` and `SERVER_PORT` from the Host field (port 80 when it
-/// names none), or `localhost` for an HTTP/1.0 request without one.
-fn server_name_and_port(host: Option<&str>) -> (String, String) {
+/// `SCRIPT_NAME` and `PATH_INFO`: the mount point is cut from the path
+/// only at a segment boundary (`/app` from `/app/x` or `/app`, never from
+/// `/apple`); a path outside the mount keeps it whole, with no SCRIPT_NAME.
+fn mount(script_name: &str, path: String) -> (String, String) {
+    let script_name = script_name.trim_end_matches('/');
+    match path.strip_prefix(script_name) {
+        Some(rest) if !script_name.is_empty() && (rest.is_empty() || rest.starts_with('/')) => {
+            (script_name.to_owned(), rest.to_owned())
+        }
+        _ => (String::new(), path),
+    }
+}
+
+/// `SERVER_NAME` and `SERVER_PORT`: the address the client connected to,
+/// as gunicorn gives them; on a unix socket, the Host field's name and port
+/// (80 when it names none), or `localhost`.
+fn server_name_and_port(local: Option<SocketAddr>, host: Option<&str>) -> (String, String) {
+    if let Some(local) = local {
+        return (local.ip().to_string(), local.port().to_string());
+    }
     let Some(host) = host.filter(|h| !h.is_empty()) else {
         return ("localhost".to_owned(), "80".to_owned());
     };
@@ -203,6 +218,8 @@ mod tests {
         req.extensions_mut().insert(RawTarget(target.to_owned()));
         req.extensions_mut()
             .insert(PeerAddr(Some("10.0.0.7:51234".parse().expect("addr"))));
+        req.extensions_mut()
+            .insert(LocalAddr(Some("10.0.0.1:8080".parse().expect("addr"))));
         Environ::of(&req, script_name)
     }
 
@@ -215,13 +232,14 @@ mod tests {
 
     #[test]
     fn the_cgi_keys_come_from_the_request_line_and_host() {
-        let e = environ("/a%20b/c?x=1&y=%20", &[("host", "example.org:8080")], "");
+        let e = environ("/a%20b/c?x=1&y=%20", &[("host", "example.org")], "");
         assert_eq!(get(&e, "REQUEST_METHOD"), Some("POST"));
         assert_eq!(get(&e, "PATH_INFO"), Some("/a b/c"));
         assert_eq!(get(&e, "QUERY_STRING"), Some("x=1&y=%20"));
         assert_eq!(get(&e, "RAW_URI"), Some("/a%20b/c?x=1&y=%20"));
         assert_eq!(get(&e, "SCRIPT_NAME"), Some(""));
-        assert_eq!(get(&e, "SERVER_NAME"), Some("example.org"));
+        assert_eq!(get(&e, "HTTP_HOST"), Some("example.org"));
+        assert_eq!(get(&e, "SERVER_NAME"), Some("10.0.0.1"));
         assert_eq!(get(&e, "SERVER_PORT"), Some("8080"));
         assert_eq!(get(&e, "REMOTE_ADDR"), Some("10.0.0.7"));
         assert_eq!(get(&e, "REMOTE_PORT"), Some("51234"));
@@ -236,10 +254,13 @@ mod tests {
     }
 
     #[test]
-    fn script_name_is_cut_from_path_info() {
+    fn script_name_is_cut_from_path_info_at_a_segment_boundary() {
         let e = environ("/app/users/1", &[("host", "h")], "/app");
         assert_eq!(get(&e, "SCRIPT_NAME"), Some("/app"));
         assert_eq!(get(&e, "PATH_INFO"), Some("/users/1"));
+        assert_eq!(mount("/app/", "/app".into()), ("/app".into(), "".into()));
+        assert_eq!(mount("/app", "/apple".into()), ("".into(), "/apple".into()));
+        assert_eq!(mount("", "/x".into()), ("".into(), "/x".into()));
     }
 
     #[test]
@@ -267,18 +288,11 @@ mod tests {
     fn absolute_form_targets_and_hosts_without_ports() {
         assert_eq!(split_target("http://h:1/p/q?z"), ("/p/q", "z"));
         assert_eq!(split_target("http://h"), ("/", ""));
-        assert_eq!(
-            server_name_and_port(Some("[::1]:81")),
-            ("[::1]".into(), "81".into())
-        );
-        assert_eq!(
-            server_name_and_port(Some("[::1]")),
-            ("[::1]".into(), "80".into())
-        );
-        assert_eq!(
-            server_name_and_port(None),
-            ("localhost".into(), "80".into())
-        );
+        // On a unix socket only the Host field can say.
+        let on_unix = |host| server_name_and_port(None, host);
+        assert_eq!(on_unix(Some("[::1]:81")), ("[::1]".into(), "81".into()));
+        assert_eq!(on_unix(Some("[::1]")), ("[::1]".into(), "80".into()));
+        assert_eq!(on_unix(None), ("localhost".into(), "80".into()));
         assert_eq!(percent_decode(b"%zz%4"), b"%zz%4".to_vec());
     }
 }

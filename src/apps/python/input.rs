@@ -20,7 +20,14 @@ use crate::app::Body;
 
 /// The body lent to Python for one call: a raw pointer, because the body's
 /// lifetime cannot be named in a Python object.
-type Lent = Rc<Cell<Option<*mut Body<'static>>>>;
+#[derive(Default)]
+struct Shared {
+    body: Cell<Option<*mut Body<'static>>>,
+    /// A read failed: the client went away or broke the framing mid-body.
+    has_failed: Cell<bool>,
+}
+
+type Lent = Rc<Shared>;
 
 /// Lends `body` to an `Input` until dropped.
 pub(crate) struct Loan<'b> {
@@ -35,8 +42,10 @@ impl<'b> Loan<'b> {
         // the loan holds it, and `Drop` takes it back before `'b` ends, so it
         // never outlives the exclusive borrow it came from.
         let ptr: *mut Body<'static> = unsafe { std::mem::transmute(ptr) };
+        let lent = Lent::default();
+        lent.body.set(Some(ptr));
         Loan {
-            lent: Rc::new(Cell::new(Some(ptr))),
+            lent,
             _body: std::marker::PhantomData,
         }
     }
@@ -52,9 +61,17 @@ impl<'b> Loan<'b> {
     }
 }
 
+impl Loan<'_> {
+    /// Whether reading the body failed (the client went away mid-upload):
+    /// an exception the app raised then is the client's doing, not a bug.
+    pub fn has_failed(&self) -> bool {
+        self.lent.has_failed.get()
+    }
+}
+
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
-        self.lent.set(None);
+        self.lent.body.set(None);
     }
 }
 
@@ -92,9 +109,9 @@ impl Input {
         if self.is_eof {
             return Ok(false);
         }
-        let Some(ptr) = self.lent.get() else {
+        let Some(ptr) = self.lent.body.get() else {
             return Err(PyValueError::new_err(
-                "wsgi.input read after the app returned: read the body before returning the response",
+                "wsgi.input read while the response is sent, past the first MiB of body forkhorn keeps for that: read a large body before returning the response",
             ));
         };
         if self.at > 0 {
@@ -122,7 +139,19 @@ impl Input {
             }
             Err(e) => {
                 self.is_eof = true;
+                self.lent.has_failed.set(true);
                 Err(PyOSError::new_err(format!("reading the request body: {e}")))
+            }
+        }
+    }
+
+    /// Read what is left of the body into memory, up to `limit` bytes, so
+    /// a response iterable that reads `wsgi.input` while it is being sent
+    /// (after the loan ends) still can. Called only for such responses.
+    pub fn keep_rest(&mut self, py: Python<'_>, limit: usize) {
+        while !self.is_eof && self.buffered().len() < limit {
+            if !matches!(self.fill(py, READ_SIZE), Ok(true)) {
+                break;
             }
         }
     }

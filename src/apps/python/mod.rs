@@ -28,11 +28,15 @@ use std::sync::OnceLock;
 use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyDict, PyTuple};
 
-use crate::app::{App, Progress, RawTarget, Request, Response};
+use crate::app::{App, Progress, RawTarget, Request, Response, ResponseBody};
 use environ::Environ;
 use interpreter::Support;
 use spec::PythonSpec;
 use start_response::StartResponse;
+
+/// How much of an unread request body is kept for a response iterable
+/// that reads `wsgi.input` as it goes; past this, its reads raise.
+const KEEP_REST_LIMIT: usize = 1 << 20;
 
 /// The app `--preload` imported in the master; workers forked afterwards
 /// find it here, already in their copy of the interpreter.
@@ -148,7 +152,8 @@ impl App for PythonApp {
         let result = Python::attach(|py| {
             let progress = self.progress_callable(py, progress.as_ref());
             let environ = environ.fill(self.constants.bind(py).copy()?)?;
-            environ.set_item("wsgi.input", Bound::new(py, loan.input())?)?;
+            let input = Bound::new(py, loan.input())?;
+            environ.set_item("wsgi.input", &input)?;
             if let Some(p) = progress {
                 environ.set_item("forkhorn.progress", p)?;
             }
@@ -159,11 +164,24 @@ impl App for PythonApp {
                 is_head,
                 support: &self.support,
             };
-            body::response(py, returned, &start, &environ, &ctx)
+            let resp = body::response(py, returned, &start, &environ, &ctx)?;
+            if !matches!(resp.body(), ResponseBody::Bytes(_) | ResponseBody::Empty) {
+                // The iterable runs after this call returns, when the body's
+                // loan has ended; what it may still read is kept.
+                input.borrow_mut().keep_rest(py, KEEP_REST_LIMIT);
+            }
+            Ok(resp)
         });
+        let body_failed = loan.has_failed();
         drop(loan);
         match result {
             Ok(resp) => resp,
+            // The worker answers for the body's failure itself (400, 413,
+            // or nothing to a client that left); the app only passed it on.
+            Err(e) if body_failed => {
+                log::debug!("{label}: the app raised after the request body failed: {e}");
+                crate::app::respond(500, "text/plain", "Internal Server Error\n")
+            }
             Err(e) => {
                 let trace = Python::attach(|py| describe_error(py, &e));
                 log::error!("Error handling request {label}:\n{trace}");

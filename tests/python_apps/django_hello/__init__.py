@@ -1,0 +1,1 @@
+"""A minimal Django project (no database, no middleware) served as `django_hello.wsgi:application`."""

@@ -1,0 +1,3 @@
+"""Imported by elsewhere/pathapp.py, from the second --pythonpath entry."""
+
+NAME = "pathhelper"

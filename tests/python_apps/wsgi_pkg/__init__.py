@@ -1,0 +1,1 @@
+"""A package, so tests can name an app as `package.sub:name`."""
