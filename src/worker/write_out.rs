@@ -44,7 +44,9 @@ pub fn write_response(
         ResponseBody::Reader { mut reader, len } => {
             conn.write_all_wait(out, CLIENT_IDLE_TIMEOUT, slot, beat)?;
             let mut sent = 0u64;
-            let mut buf = vec![0u8; 64 * 1024];
+            // No bigger than the body: a small one should not cost 64 KiB.
+            let size = len.map_or(64 * 1024, |n| n.clamp(1, 64 * 1024) as usize);
+            let mut buf = vec![0u8; size];
             let mut frame = Vec::with_capacity(buf.len() + 32);
             loop {
                 let want = match len {

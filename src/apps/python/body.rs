@@ -103,6 +103,15 @@ pub(crate) fn response(
         || environ
             .get_item("forkhorn.detach")?
             .is_some_and(|v| v.is_truthy().unwrap_or(false));
+    if !wants_detach
+        && let Some(n) = content_length
+        && n <= ONE_WRITE_LIMIT
+        && let Some(whole) = take_whole(&iter, &mut pending, n)?
+    {
+        // `closer` drops here: close() runs once the app has produced it all.
+        drop(closer);
+        return finish(start, ResponseBody::Bytes(whole), content_length);
+    }
     let items = Items {
         iter: iter.unbind(),
         pending,
@@ -121,6 +130,39 @@ pub(crate) fn response(
         None => items.into_stream(),
     };
     finish(start, body, content_length)
+}
+
+/// The largest declared body `take_whole` gathers for one write with the head.
+const ONE_WRITE_LIMIT: u64 = 64 * 1024;
+
+/// A small body of declared length is nearly always one item (Flask's and
+/// Django's responses are): take it now, while the GIL is held, so it goes
+/// out with the head in one write. At most one item is taken beyond what
+/// is pending, and one more `next()` confirms the end, so no block the app
+/// produced waits for a later one (PEP 3333 forbids that delay). `None`
+/// when the body turns out longer: what was taken stays in `pending`.
+fn take_whole(
+    iter: &Bound<'_, pyo3::types::PyIterator>,
+    pending: &mut Vec<u8>,
+    declared: u64,
+) -> PyResult<Option<Vec<u8>>> {
+    let mut iter = iter.clone();
+    if pending.is_empty()
+        && declared > 0
+        && let Some(item) = iter.next()
+    {
+        pending.extend_from_slice(bytes_of(&item?)?);
+    }
+    if pending.len() as u64 != declared {
+        return Ok(None);
+    }
+    match iter.next() {
+        None => Ok(Some(std::mem::take(pending))),
+        Some(item) => {
+            pending.extend_from_slice(bytes_of(&item?)?);
+            Ok(None)
+        }
+    }
 }
 
 /// The head from `start_response` with `body`; an app that never called it
