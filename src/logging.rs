@@ -218,6 +218,17 @@ impl log::Log for Logger {
     fn flush(&self) {}
 }
 
+/// Write `text` to the error log as it is, without a prefix: what an app
+/// writes to its error stream (`wsgi.errors`).
+pub fn write_error_text(text: &[u8]) {
+    match LOGGER.get().map(|l| l.error.lock()) {
+        Some(Ok(mut sink)) => sink.write_line(text),
+        _ => {
+            let _ = io::stderr().lock().write_all(text);
+        }
+    }
+}
+
 /// The descriptor the error log writes to (stderr unless it is a file), for
 /// code that must write without the logger's lock (a signal handler).
 pub fn error_log_fd() -> std::os::fd::RawFd {

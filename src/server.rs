@@ -359,9 +359,13 @@ fn launch(
         listeners.iter().for_each(Listener::remove_socket_file);
         return ExitCode::from(EXIT_STARTUP);
     }
+    let options = apps::AppOptions {
+        static_dotfiles: config.master.static_dotfiles,
+        pythonpath: config.master.pythonpath.clone(),
+    };
     if config.master.preload
         && builtin
-        && let Err(e) = preload(&config)
+        && let Err(e) = apps::preload(&config.master.app, &options)
     {
         log::error!("{e}");
         eprintln_if_logging_elsewhere(&config, &e);
@@ -371,10 +375,6 @@ fn launch(
     let factory: AppFactory = match source {
         AppSource::BuiltIn => {
             let spec = config.master.app.clone();
-            let options = apps::AppOptions {
-                static_dotfiles: config.master.static_dotfiles,
-                pythonpath: config.master.pythonpath.clone(),
-            };
             Arc::new(move || apps::build(&spec, &options))
         }
         AppSource::Custom(f) => f,
@@ -406,24 +406,6 @@ fn launch(
         arbiter = arbiter.taking_over_from(old);
     }
     ExitCode::from(u8::try_from(arbiter.run()).unwrap_or(1))
-}
-
-/// `--preload`: import a Python app in the master, before any fork.
-#[cfg(feature = "python")]
-fn preload(config: &Config) -> Result<(), String> {
-    if !apps::is_python(&config.master.app) {
-        log::warn!(
-            "--preload applies to Python apps; {:?} is built in, so it is ignored",
-            config.master.app
-        );
-        return Ok(());
-    }
-    apps::python::preload(&config.master.app, &config.master.pythonpath)
-}
-
-#[cfg(not(feature = "python"))]
-fn preload(config: &Config) -> Result<(), String> {
-    apps::check(&config.master.app)
 }
 
 /// `--chdir` and `--env`, applied in the master before the app factory is

@@ -90,6 +90,18 @@ pub struct AppOptions {
     pub pythonpath: Vec<std::path::PathBuf>,
 }
 
+/// `--preload`: load the app in the master, before any fork. Only a
+/// Python app has anything to load; for a built-in one it is a no-op.
+pub fn preload(spec: &str, options: &AppOptions) -> Result<(), String> {
+    #[cfg(feature = "python")]
+    if is_python(spec) {
+        return python::preload(spec, &options.pythonpath);
+    }
+    let _ = options;
+    log::warn!("--preload applies to Python apps; {spec:?} is built in, so it is ignored");
+    Ok(())
+}
+
 /// Build the app for one worker (called after fork).
 pub fn build(spec: &str, options: &AppOptions) -> Result<Box<dyn App>, String> {
     check(spec)?;

@@ -798,15 +798,16 @@ impl Arbiter {
         let timeout = self.config.worker.timeout;
         for w in &mut self.workers {
             let state = w.slot.state();
-            let allowed = overdue::allowed_silence(state, timeout);
-            match overdue::due(w.ask, w.slot.silence(), allowed, now) {
+            match overdue::due(w.ask, state, w.slot.silence(), timeout, now) {
                 None => {}
                 Some(Overdue::Abort) => {
                     let request = match w.slot.in_flight() {
                         Some(r) => r.to_string(),
                         None if state == WorkerState::Booting => format!(
                             "while booting: loading the app took over {}s",
-                            allowed.unwrap_or_default().as_secs()
+                            overdue::allowed_silence(state, timeout)
+                                .unwrap_or_default()
+                                .as_secs()
                         ),
                         None => "(no request in flight)".to_owned(),
                     };
@@ -1180,8 +1181,8 @@ impl Arbiter {
         let mut next = now + IDLE_WAKEUP;
         let timeout = self.config.worker.timeout;
         for w in &self.workers {
-            let allowed = overdue::allowed_silence(w.slot.state(), timeout);
-            if let Some((at, _)) = overdue::deadline(w.ask, w.slot.silence(), allowed, now) {
+            let (state, silence) = (w.slot.state(), w.slot.silence());
+            if let Some((at, _)) = overdue::deadline(w.ask, state, silence, timeout, now) {
                 next = next.min(at);
             }
         }

@@ -36,18 +36,19 @@ pub enum Overdue {
 }
 
 /// A worker's next deadline and what falls due then, given what the master
-/// asked of it, how long its heartbeat has been silent as of `now`, and
-/// --timeout (None: never). None when nothing can fall due: it was killed
-/// already, or timeouts are off.
+/// asked of it, what it says it is doing, how long its heartbeat has been
+/// silent as of `now`, and --timeout (None: never). None when nothing can
+/// fall due: it was killed already, or timeouts are off.
 pub fn deadline(
     ask: Ask,
+    state: WorkerState,
     silence: Duration,
     timeout: Option<Duration>,
     now: Instant,
 ) -> Option<(Instant, Overdue)> {
     match ask {
         Ask::Serve | Ask::Retire(_) => {
-            let timeout = timeout?;
+            let timeout = allowed_silence(state, timeout)?;
             Some((now + timeout.saturating_sub(silence), Overdue::Abort))
         }
         Ask::Abort(sent) => Some((sent + ABORT_GRACE, Overdue::Kill)),
@@ -58,11 +59,12 @@ pub fn deadline(
 /// What is due for the worker at `now`, if anything.
 pub fn due(
     ask: Ask,
+    state: WorkerState,
     silence: Duration,
     timeout: Option<Duration>,
     now: Instant,
 ) -> Option<Overdue> {
-    deadline(ask, silence, timeout, now).and_then(|(at, what)| (now >= at).then_some(what))
+    deadline(ask, state, silence, timeout, now).and_then(|(at, what)| (now >= at).then_some(what))
 }
 
 #[cfg(test)]
@@ -80,16 +82,19 @@ mod tests {
     fn a_serving_worker_is_due_for_sigabrt_when_its_silence_reaches_the_timeout() {
         let now = Instant::now();
         assert_eq!(
-            deadline(Ask::Serve, secs(10), TIMEOUT, now),
+            deadline(Ask::Serve, WorkerState::Busy, secs(10), TIMEOUT, now),
             Some((now + secs(20), Overdue::Abort))
         );
-        assert_eq!(due(Ask::Serve, secs(29), TIMEOUT, now), None);
         assert_eq!(
-            due(Ask::Serve, secs(30), TIMEOUT, now),
+            due(Ask::Serve, WorkerState::Busy, secs(29), TIMEOUT, now),
+            None
+        );
+        assert_eq!(
+            due(Ask::Serve, WorkerState::Busy, secs(30), TIMEOUT, now),
             Some(Overdue::Abort)
         );
         assert_eq!(
-            due(Ask::Serve, secs(95), TIMEOUT, now),
+            due(Ask::Serve, WorkerState::Busy, secs(95), TIMEOUT, now),
             Some(Overdue::Abort)
         );
     }
@@ -98,14 +103,23 @@ mod tests {
     fn a_retiring_worker_keeps_its_timeout() {
         let now = Instant::now();
         let retiring = Ask::Retire(Reason::Reload);
-        assert_eq!(due(retiring, secs(29), TIMEOUT, now), None);
-        assert_eq!(due(retiring, secs(31), TIMEOUT, now), Some(Overdue::Abort));
+        assert_eq!(
+            due(retiring, WorkerState::Busy, secs(29), TIMEOUT, now),
+            None
+        );
+        assert_eq!(
+            due(retiring, WorkerState::Busy, secs(31), TIMEOUT, now),
+            Some(Overdue::Abort)
+        );
     }
 
     #[test]
     fn no_timeout_means_no_sigabrt_however_long_the_silence() {
         let now = Instant::now();
-        assert_eq!(deadline(Ask::Serve, secs(10_000), None, now), None);
+        assert_eq!(
+            deadline(Ask::Serve, WorkerState::Busy, secs(10_000), None, now),
+            None
+        );
     }
 
     #[test]
@@ -113,18 +127,42 @@ mod tests {
         let sent = Instant::now();
         let ask = Ask::Abort(sent);
         assert_eq!(
-            deadline(ask, secs(40), TIMEOUT, sent),
+            deadline(ask, WorkerState::Busy, secs(40), TIMEOUT, sent),
             Some((sent + ABORT_GRACE, Overdue::Kill))
         );
-        assert_eq!(due(ask, secs(40), TIMEOUT, sent), None);
+        assert_eq!(due(ask, WorkerState::Busy, secs(40), TIMEOUT, sent), None);
         assert_eq!(
-            due(ask, secs(41), TIMEOUT, sent + ABORT_GRACE),
+            due(
+                ask,
+                WorkerState::Busy,
+                secs(41),
+                TIMEOUT,
+                sent + ABORT_GRACE
+            ),
             Some(Overdue::Kill)
         );
         // A reload that turned timeouts off does not leave it unkilled.
         assert_eq!(
-            due(ask, secs(41), None, sent + ABORT_GRACE),
+            due(ask, WorkerState::Busy, secs(41), None, sent + ABORT_GRACE),
             Some(Overdue::Kill)
+        );
+    }
+
+    #[test]
+    fn a_booting_worker_is_due_only_after_the_boot_allowance() {
+        let now = Instant::now();
+        let two = Some(secs(2));
+        assert_eq!(
+            due(Ask::Serve, WorkerState::Booting, secs(59), two, now),
+            None
+        );
+        assert_eq!(
+            due(Ask::Serve, WorkerState::Booting, secs(60), two, now),
+            Some(Overdue::Abort)
+        );
+        assert_eq!(
+            due(Ask::Serve, WorkerState::Idle, secs(2), two, now),
+            Some(Overdue::Abort)
         );
     }
 
@@ -148,7 +186,13 @@ mod tests {
     fn a_killed_worker_has_nothing_left_due() {
         let now = Instant::now();
         assert_eq!(
-            deadline(Ask::Kill(Reason::Timeout), secs(500), TIMEOUT, now),
+            deadline(
+                Ask::Kill(Reason::Timeout),
+                WorkerState::Busy,
+                secs(500),
+                TIMEOUT,
+                now
+            ),
             None
         );
     }

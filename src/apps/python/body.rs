@@ -62,13 +62,12 @@ pub(crate) fn response(
     environ: &Bound<'_, PyDict>,
     ctx: &Context<'_>,
 ) -> PyResult<Response> {
-    if let Ok(list) = result.cast::<PyList>() {
-        let body = join(start, list.iter())?;
-        return finish(start, ResponseBody::Bytes(body), None);
-    }
-    if let Ok(tuple) = result.cast::<PyTuple>() {
-        let body = join(start, tuple.iter())?;
-        return finish(start, ResponseBody::Bytes(body), None);
+    if result.is_instance_of::<PyList>() || result.is_instance_of::<PyTuple>() {
+        let mut body = start.get().with(|s| std::mem::take(&mut s.written));
+        for item in result.try_iter()? {
+            body.extend_from_slice(bytes_of(&item?)?);
+        }
+        return finish(start, ResponseBody::Bytes(body));
     }
     let closer = Closer {
         iterable: Some(result.clone().unbind()),
@@ -110,7 +109,7 @@ pub(crate) fn response(
     {
         // `closer` drops here: close() runs once the app has produced it all.
         drop(closer);
-        return finish(start, ResponseBody::Bytes(whole), content_length);
+        return finish(start, ResponseBody::Bytes(whole));
     }
     let items = Items {
         iter: iter.unbind(),
@@ -119,8 +118,8 @@ pub(crate) fn response(
     };
     if wants_detach && !ctx.is_head {
         let (tx, body) = ResponseBody::channel();
-        super::pump::start(items, tx, ctx.label.to_owned());
-        return finish(start, body, None);
+        super::pump::start(items, tx);
+        return finish(start, body);
     }
     let body = match content_length {
         Some(n) => ResponseBody::Reader {
@@ -129,7 +128,7 @@ pub(crate) fn response(
         },
         None => items.into_stream(),
     };
-    finish(start, body, content_length)
+    finish(start, body)
 }
 
 /// The largest declared body `take_whole` gathers for one write with the head.
@@ -167,11 +166,7 @@ fn take_whole(
 
 /// The head from `start_response` with `body`; an app that never called it
 /// is an error (PEP 3333).
-fn finish(
-    start: &Bound<'_, StartResponse>,
-    body: ResponseBody,
-    _declared: Option<u64>,
-) -> PyResult<Response> {
+fn finish(start: &Bound<'_, StartResponse>, body: ResponseBody) -> PyResult<Response> {
     start.get().with(|s| {
         let Some((status, headers)) = s.head.take() else {
             return Err(PyTypeError::new_err(
@@ -193,18 +188,6 @@ fn finish(
         *resp.headers_mut() = headers;
         Ok(resp)
     })
-}
-
-/// `write()` data and the items of a list or tuple, joined.
-fn join<'py>(
-    start: &Bound<'py, StartResponse>,
-    items: impl Iterator<Item = Bound<'py, PyAny>>,
-) -> PyResult<Vec<u8>> {
-    let mut body = start.get().with(|s| std::mem::take(&mut s.written));
-    for item in items {
-        body.extend_from_slice(bytes_of(&item)?);
-    }
-    Ok(body)
 }
 
 fn bytes_of<'a>(item: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
@@ -263,7 +246,6 @@ fn finish_file(
             reader: Box::new(reader),
             len: Some(len),
         },
-        None,
     )
 }
 
@@ -290,20 +272,34 @@ pub(crate) struct Items {
     pub closer: Closer,
 }
 
-/// The next item, or `None` at the end; an exception is logged by the caller.
-pub(crate) fn next_item(iter: &Py<pyo3::types::PyIterator>) -> Result<Option<Vec<u8>>, String> {
-    Python::attach(|py| {
-        let mut iter = iter.bind(py).clone();
-        match iter.next() {
-            None => Ok(None),
-            Some(Ok(item)) => bytes_of(&item).map(|b| Some(b.to_vec())),
-            Some(Err(e)) => Err(e),
-        }
-        .map_err(|e| super::describe_error(py, &e))
-    })
-}
-
 impl Items {
+    /// For log lines: `METHOD target`.
+    pub fn label(&self) -> &str {
+        &self.closer.label
+    }
+
+    /// The next item, taking the GIL for it; `None` at the end. An exception
+    /// is logged here, with the request, and becomes an error: the client
+    /// gets a cut-off body (the connection closes without its end).
+    pub fn next_chunk(&self) -> io::Result<Option<Vec<u8>>> {
+        Python::attach(|py| {
+            let mut iter = self.iter.bind(py).clone();
+            match iter.next() {
+                None => Ok(None),
+                Some(Ok(item)) => bytes_of(&item).map(|b| Some(b.to_vec())),
+                Some(Err(e)) => Err(e),
+            }
+            .map_err(|e| {
+                log::error!(
+                    "Error in the response iterable of {} (the client gets a cut-off body):\n{}",
+                    self.closer.label,
+                    super::describe_error(py, &e)
+                );
+                io::Error::other("the app's response iterable raised")
+            })
+        })
+    }
+
     fn into_reader(self) -> ItemsReader {
         ItemsReader { at: 0, items: self }
     }
@@ -312,19 +308,10 @@ impl Items {
         ResponseBody::stream(move |sink: &mut dyn ChunkSink| {
             let pending = std::mem::take(&mut self.pending);
             sink.send(&pending)?;
-            loop {
-                match next_item(&self.iter) {
-                    Ok(Some(chunk)) => sink.send(&chunk)?,
-                    Ok(None) => return Ok(()),
-                    Err(e) => {
-                        log::error!(
-                            "Error in the response iterable of {} (the connection is closed; the client got a cut-off body):\n{e}",
-                            self.closer.label
-                        );
-                        return Err(io::Error::other("the app's response iterable raised"));
-                    }
-                }
+            while let Some(chunk) = self.next_chunk()? {
+                sink.send(&chunk)?;
             }
+            Ok(())
         })
     }
 }
@@ -339,19 +326,12 @@ struct ItemsReader {
 impl Read for ItemsReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.at >= self.items.pending.len() {
-            match next_item(&self.items.iter) {
-                Ok(Some(chunk)) => {
+            match self.items.next_chunk()? {
+                Some(chunk) => {
                     self.items.pending = chunk;
                     self.at = 0;
                 }
-                Ok(None) => return Ok(0),
-                Err(e) => {
-                    log::error!(
-                        "Error in the response iterable of {} (the connection is closed):\n{e}",
-                        self.items.closer.label
-                    );
-                    return Err(io::Error::other("the app's response iterable raised"));
-                }
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.items.pending.len() - self.at);

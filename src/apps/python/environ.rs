@@ -2,6 +2,7 @@
 //! works out every value in plain Rust (tested without Python), and
 //! `Environ::into_dict` makes the Python dict.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use pyo3::prelude::*;
@@ -14,7 +15,7 @@ use crate::app::{LocalAddr, PeerAddr, RawHeaders, RawTarget};
 pub(crate) struct Environ {
     /// `(key, value)`; values are latin-1 text, one char per byte, as PEP
     /// 3333 wants for "native strings".
-    pub vars: Vec<(String, String)>,
+    pub vars: Vec<(Cow<'static, str>, String)>,
 }
 
 /// Header fields a WSGI app must not see as `HTTP_*` under another name:
@@ -36,7 +37,7 @@ impl Environ {
         let path = latin1(&percent_decode(path.as_bytes()));
         let (script_name, path_info) = mount(script_name, path);
         let mut vars = Vec::with_capacity(16 + req.headers().len());
-        let mut push = |k: &str, v: String| vars.push((k.to_owned(), v));
+        let mut push = |k: &'static str, v: String| vars.push((Cow::Borrowed(k), v));
         push("REQUEST_METHOD", req.method().as_str().to_owned());
         push("SCRIPT_NAME", script_name);
         push("PATH_INFO", path_info);
@@ -76,7 +77,7 @@ impl Environ {
                 .collect(),
         };
         for (key, value) in header_vars(&headers) {
-            vars.push((key, value));
+            vars.push((Cow::Owned(key), value));
         }
         Environ { vars }
     }

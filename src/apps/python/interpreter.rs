@@ -13,7 +13,7 @@ use std::sync::Once;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyModule};
+use pyo3::types::{PyBytes, PyCFunction, PyDict, PyList, PyModule, PyTuple};
 
 use super::spec::PythonSpec;
 
@@ -21,7 +21,7 @@ use super::spec::PythonSpec;
 /// `wsgi.errors`) and the factory-call parser, kept in Python because that
 /// is what they are made of.
 const SUPPORT: &CStr = cr#"
-import ast, os
+import ast
 
 class FileWrapper:
     """wsgi.file_wrapper: a file-like object returned as the response body.
@@ -46,14 +46,11 @@ class FileWrapper:
 class ErrorStream:
     """wsgi.errors: text written here goes to forkhorn's error log."""
 
-    def __init__(self, fd):
-        self.fd = fd
+    def __init__(self, write):
+        self._write = write
 
     def write(self, s):
-        data = s.encode("utf-8", "replace") if isinstance(s, str) else bytes(s)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+        self._write(s.encode("utf-8", "replace") if isinstance(s, str) else bytes(s))
         return len(s)
 
     def writelines(self, seq):
@@ -88,10 +85,20 @@ pub(crate) struct Support {
 impl Support {
     fn load(py: Python<'_>) -> PyResult<Support> {
         let m = PyModule::from_code(py, SUPPORT, c"<forkhorn>", c"_forkhorn_wsgi")?;
-        let fd = crate::logging::error_log_fd();
+        // Through the logger, so a reopened log (USR1) is where it goes.
+        let write = PyCFunction::new_closure(
+            py,
+            Some(c"write_error_log"),
+            None,
+            |args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>| -> PyResult<()> {
+                let text = args.get_item(0)?;
+                crate::logging::write_error_text(text.cast::<PyBytes>()?.as_bytes());
+                Ok(())
+            },
+        )?;
         Ok(Support {
             file_wrapper: m.getattr("FileWrapper")?.unbind(),
-            error_stream: m.getattr("ErrorStream")?.call1((fd,))?.unbind(),
+            error_stream: m.getattr("ErrorStream")?.call1((write,))?.unbind(),
             call_factory: m.getattr("call_factory")?.unbind(),
         })
     }

@@ -8,16 +8,16 @@
 //! closes (the client left, the stream idled out, or the worker has too
 //! many streams). Dropping the items calls the iterable's `close()`.
 
-use super::body::{Items, next_item};
+use super::body::Items;
 use crate::stream::StreamSender;
 
-pub(crate) fn start(items: Items, tx: StreamSender, label: String) {
+pub(crate) fn start(items: Items, tx: StreamSender) {
     // Signals stay with the worker's main thread, whose handlers act on the
     // request in flight.
     let mask = crate::sys::signals::block_all();
     let spawned = std::thread::Builder::new()
         .name("wsgi-stream".into())
-        .spawn(move || pump(items, tx, &label));
+        .spawn(move || pump(items, tx));
     if let Ok(mask) = mask {
         let _ = crate::sys::signals::restore_mask(&mask);
     }
@@ -28,24 +28,25 @@ pub(crate) fn start(items: Items, tx: StreamSender, label: String) {
     }
 }
 
-fn pump(mut items: Items, tx: StreamSender, label: &str) {
+fn pump(mut items: Items, tx: StreamSender) {
     let pending = std::mem::take(&mut items.pending);
     if !pending.is_empty() && tx.send(pending).is_err() {
         return;
     }
     loop {
-        match next_item(&items.iter) {
+        match items.next_chunk() {
             Ok(Some(chunk)) => {
                 if tx.send(chunk).is_err() {
-                    log::debug!("stream of {label} ended: the client left or the worker closed it");
+                    log::debug!(
+                        "stream of {} ended: the client left or the worker closed it",
+                        items.label()
+                    );
                     return;
                 }
             }
             Ok(None) => return,
-            Err(e) => {
-                log::error!(
-                    "Error in the streamed response of {label} (the client got a cut-off body):\n{e}"
-                );
+            // Logged by next_chunk.
+            Err(_) => {
                 tx.abort();
                 return;
             }
