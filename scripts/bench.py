@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """forkhorn benchmark harness: forkhorn vs gunicorn (sync) vs nginx, same run, same machine;
-and forkhorn's embedded CPython vs gunicorn (sync) vs Granian on the same WSGI apps.
+forkhorn's embedded CPython vs gunicorn (sync) vs Granian on the same WSGI apps; and forkhorn
+vs nginx over TLS with one certificate (keep-alive req/s, new handshakes/s, worker memory).
 
 Run it through scripts/bench.sh, which installs wrk, nginx, gunicorn, Granian,
 Flask and matplotlib when missing, builds the release binary and raises `ulimit -n`.
 
-    scripts/bench.sh            # full run (< 20 min), writes docs/benchmarks.{md,png,json}
+    scripts/bench.sh            # full run (< 22 min), writes docs/benchmarks.{md,png,json}
     scripts/bench.sh --quick    # smoke run (< 5 min), same outputs, fewer/shorter runs
     scripts/bench.sh --render-only   # no run: re-render md/png/README from docs/benchmarks.json
     scripts/bench.sh --quick --phases python   # only the Python (WSGI) comparison
+    scripts/bench.sh --phases tls              # only TLS vs nginx (full length; --quick: one short run)
 
 Every server runs on 127.0.0.1 with 2 worker processes and access logs off.
 Every figure is reported as absolute numbers and as a forkhorn/peer ratio;
@@ -32,6 +34,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -55,6 +58,7 @@ LOGDIR = SCRIPTS / ".logs"
 HOST = "127.0.0.1"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
+OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 KINDS = ("forkhorn", "gunicorn", "nginx")
 # The Python phase: each peer runs the same WSGI app from scripts/python_bench/.
 PY_PEERS = ("forkhorn", "granian", "gunicorn")
@@ -66,10 +70,14 @@ PY_APPS = {
 }
 PY_PLAIN, PY_FLASK = "plain WSGI hello keep-alive c16", "Flask hello keep-alive c16"
 POST_BYTES = 4096
+# The TLS phase: forkhorn (rustls) and nginx (OpenSSL) serve hello over https with one certificate.
+TLS_PEERS = ("forkhorn", "nginx")
+TLS_KA, TLS_CLOSE = "TLS hello keep-alive c16", "TLS new handshakes (Connection: close) c16"
 
 T_START = time.perf_counter()
 TMP = Path(tempfile.mkdtemp(prefix="forkhorn-bench-"))
 os.chmod(TMP, 0o755)  # nginx workers may run as nobody
+CERT_DIR = TMP / "tls"  # the TLS phase's key and self-signed certificate, shared by both servers
 LIVE: list["Server"] = []  # servers to stop on exit
 COMMANDS: dict[str, str] = {}  # label -> exact command line (for the doc)
 ANOMALIES: list[str] = []  # things worth a look, with evidence
@@ -296,16 +304,33 @@ def measure(port: int, server: "Server", path: str = "/", conns: int = 16, durat
 # ---------------------------------------------------------------- HTTP client
 
 
-def http_get(port: int, path: str = "/", timeout: float = 2.0) -> tuple[int, bytes]:
-    """One request on a fresh connection. Returns (status, body); status 0 if no response."""
-    with socket.create_connection((HOST, port), timeout=timeout) as s:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+_TLS_CLIENT: ssl.SSLContext | None = None
+
+
+def tls_client() -> ssl.SSLContext:
+    """The harness's own TLS client: like wrk it verifies nothing (the certificate is self-signed)."""
+    global _TLS_CLIENT
+    if _TLS_CLIENT is None:
+        _TLS_CLIENT = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        _TLS_CLIENT.check_hostname = False
+        _TLS_CLIENT.verify_mode = ssl.CERT_NONE
+    return _TLS_CLIENT
+
+
+def http_get(port: int, path: str = "/", timeout: float = 2.0, tls: bool = False, session=None,
+             info: dict | None = None) -> tuple[int, bytes]:
+    """One request on a fresh connection (over TLS when `tls`, resuming `session` if given; `info`
+    receives the TLS version, cipher, whether the session was resumed, and the session).
+    Returns (status, body); status 0 if no response."""
+    with socket.create_connection((HOST, port), timeout=timeout) as raw:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s = tls_client().wrap_socket(raw, server_hostname="localhost", session=session) if tls else raw
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while True:
             try:
                 chunk = s.recv(65536)
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLError):  # SSLError: a close without close_notify
                 break
             if not chunk:
                 break
@@ -315,6 +340,12 @@ def http_get(port: int, path: str = "/", timeout: float = 2.0) -> tuple[int, byt
                 m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
                 if m and len(body) >= int(m.group(1)):
                     break
+        if tls:
+            if info is not None:
+                # the session after the response: TLS 1.3 tickets, if any, come after the handshake
+                info.update(version=s.version(), cipher=(s.cipher() or [None])[0], resumed=s.session_reused,
+                            session=s.session)
+            s.close()
     if not data.startswith(b"HTTP/"):
         return 0, data
     head, _, body = data.partition(b"\r\n\r\n")
@@ -356,6 +387,20 @@ http {{
 }}
 """
 
+# The TLS phase's nginx: the same configuration, the listener with ssl and the same settings as forkhorn's
+# (TLS 1.2 and 1.3, nginx's default ciphers, no session tickets and no session cache: every new connection
+# is a full handshake on both servers).
+NGINX_TLS_LISTEN = """\
+        listen {host}:{port} ssl backlog=2048;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_tickets off;
+        ssl_session_cache off;
+"""
+NGINX_CONF_TLS = NGINX_CONF.replace("        listen {host}:{port} backlog=2048;\n", NGINX_TLS_LISTEN)
+assert NGINX_CONF_TLS != NGINX_CONF
+
 _seq = 0
 
 
@@ -363,10 +408,12 @@ class Server:
     """One server under test: forkhorn, gunicorn (sync) or nginx, as its own process group."""
 
     def __init__(self, kind: str, app: str = "hello", workers: int = 2, extra=(), port: int | None = None,
-                 label: str | None = None, pyapp: str | None = None):
+                 label: str | None = None, pyapp: str | None = None, tls: tuple[Path, Path] | None = None):
         global _seq
         _seq += 1
         self.kind, self.app, self.nworkers, self.extra = kind, app, workers, list(extra)
+        # (certificate, key) PEM files: serve https (forkhorn and nginx only), else None
+        self.tls = tls
         # module:app from scripts/python_bench/ (the Python phase), else None
         self.pyapp = pyapp
         # forkhorn's embedded interpreter finds Flask in the benchmark's venv, as an activated venv would
@@ -385,6 +432,10 @@ class Server:
             port = 0 if self.port is None else self.port
             return [str(BIN), "-b", f"{HOST}:{port}", "-w", str(self.nworkers), "--chdir", str(PYBENCH),
                     *self.extra, self.pyapp]
+        if self.kind == "forkhorn" and self.tls:
+            port = 0 if self.port is None else self.port
+            return [str(BIN), "-b", f"https://{HOST}:{port}", "--certfile", str(self.tls[0]), "--keyfile",
+                    str(self.tls[1]), "-w", str(self.nworkers), *self.extra, self.app]
         if self.kind == "forkhorn":
             port = 0 if self.port is None else self.port
             return [str(BIN), "-b", f"{HOST}:{port}", "-w", str(self.nworkers), *self.extra, self.app]
@@ -400,12 +451,14 @@ class Server:
             return [str(GUNICORN), "-w", str(self.nworkers), "-k", "sync", "-b", f"{HOST}:{self.port}",
                     "--worker-tmp-dir", "/dev/shm", "--chdir", str(SCRIPTS), *self.extra, f"bench_wsgi:{self.app}"]
         conf = self.dir / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(workers=self.nworkers, dir=self.dir, host=HOST, port=self.port))
+        cert, key = self.tls or (None, None)
+        conf.write_text((NGINX_CONF_TLS if self.tls else NGINX_CONF).format(
+            workers=self.nworkers, dir=self.dir, host=HOST, port=self.port, cert=cert, key=key))
         return [NGINX, "-p", str(self.dir), "-c", str(conf), "-e", str(self.dir / "error.log")]
 
     def cmd_template(self, argv) -> str:
         s = " ".join(f"{k}={v}" for k, v in self.env.items()) + " " * bool(self.env) + quote(argv)
-        s = s.replace(str(ROOT) + "/", "").replace(str(self.dir), "$DIR")
+        s = s.replace(str(ROOT) + "/", "").replace(str(self.dir), "$DIR").replace(str(CERT_DIR), "$CERTDIR")
         s = re.sub(r"--port \d+", "--port $PORT", s)
         return re.sub(rf"{HOST}:\d+", f"{HOST}:$PORT" if self.kind != "forkhorn" or self.port else f"{HOST}:0", s)
 
@@ -425,7 +478,7 @@ class Server:
         return self
 
     def _port_from_log(self, timeout: float = 15.0) -> int:
-        pat = re.compile(rb"Listening at: http://127\.0\.0\.1:(\d+) \((\d+)\)")
+        pat = re.compile(rb"Listening at: https?://127\.0\.0\.1:(\d+) \((\d+)\)")
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
             m = pat.search(self.log_path.read_bytes())
@@ -456,7 +509,7 @@ class Server:
                 raise RuntimeError(f"{self.label} exited ({self.proc.returncode}); log tail:\n{self.log_tail()}")
             if len(self.workers()) >= n:
                 try:
-                    if http_get(self.port, path, 1.0)[0] == 200:
+                    if http_get(self.port, path, 1.0, tls=bool(self.tls))[0] == 200:
                         return
                 except OSError:
                     pass
@@ -559,20 +612,32 @@ def lua_script(post: bool = False, limit_per_thread: int | None = None) -> Path:
     return path
 
 
+def tcp_passive_opens() -> int | None:
+    """TCP connections accepted so far by this network namespace (/proc/net/snmp Tcp PassiveOpens)."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Tcp:")]
+        return int(rows[1][rows[0].index("PassiveOpens")])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def wrk(port: int, path: str = "/", conns: int = 16, duration: float = 10, close: bool = False,
         post: bool = False, limit: int | None = None, threads: int = 2, label: str = "",
-        server: "Server | None" = None) -> dict:
+        server: "Server | None" = None, tls: bool = False) -> dict:
     script = lua_script(post, (limit + threads - 1) // threads if limit else None)
     argv = [WRK, f"-t{threads}", f"-c{conns}", f"-d{duration:g}s", "--latency"]
     if close:
         argv += ["-H", "Connection: close"]
-    argv += ["-s", str(script), f"http://{HOST}:{port}{path}"]
+    scheme = "https" if tls else "http"
+    argv += ["-s", str(script), f"{scheme}://{HOST}:{port}{path}"]
     if label:
         note_cmd(f"wrk {label}", [a if a != str(script) else f"scripts/.logs/{script.name}" for a in argv[:-1]]
-                 + [f"http://{HOST}:$PORT{path}"])
+                 + [f"{scheme}://{HOST}:$PORT{path}"])
     if not limit:
         settle()
     meter = CpuMeter([server])
+    opens0 = tcp_passive_opens()
     if limit:
         mark = TMP / "wrk.mark"
         mark.unlink(missing_ok=True)
@@ -594,6 +659,10 @@ def wrk(port: int, path: str = "/", conns: int = 16, duration: float = 10, close
         raise RuntimeError(f"wrk failed ({rc}): {out[-500:]} {err[-500:]}")
     r = json.loads(m.group(1))
     r["foreign_cpu_pct"] = meter.foreign_pct()
+    opens1 = tcp_passive_opens()
+    # Connections accepted during the run, machine-wide on loopback (so an upper bound for this server's):
+    # with `Connection: close` over TLS it should be about one per request, each a full handshake.
+    r["new_conns"] = opens1 - opens0 if opens0 is not None and opens1 is not None else None
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0
     # The server's own CPU per request: the direct measure of what a feature
     # costs, steadier than req/s when wrk and the server share two cores.
@@ -616,7 +685,7 @@ def summarize(runs: list[dict]) -> dict:
     cpu = [r["cpu_us_per_req"] for r in runs if r.get("cpu_us_per_req") is not None]
     out["cpu_us_per_req"] = med(cpu) if cpu else None
     out["runs"] = [{k: r.get(k) for k in ("rps", "p50_ms", "p99_ms", "failed", "requests", "foreign_cpu_pct",
-                                          "cpu_us_per_req")}
+                                          "cpu_us_per_req", "new_conns")}
                    for r in runs]
     return out
 
@@ -645,6 +714,10 @@ class Bench:
         self.py_runs = 3 if quick else 5
         self.py_dur = 2 if quick else 5
         self.py_mem_reqs = 5_000 if quick else 20_000
+        # The TLS phase's two figures are ratios to nginx: a median of five short runs in a full
+        # run; --quick keeps one run of each, as for the plain headline figures.
+        self.tls_runs = 1 if quick else 5
+        self.tls_dur = 2 if quick else 4
         self.R: dict = {"mode": "quick" if quick else "full", "errors": {}}
 
     def rotate(self, items, r):
@@ -936,6 +1009,89 @@ class Bench:
                     f"server within ~1 s")
         return out
 
+    # -- TLS: forkhorn vs nginx with the same certificate and settings --
+    def phase_tls(self):
+        out: dict = {"unavailable": {}, "runs": self.tls_runs, "dur": self.tls_dur, "workers": 2}
+        self.R["tls"] = out
+        cert, key = make_cert(CERT_DIR)
+        out["certificate"] = sh(f"{OPENSSL} x509 -in {cert} -noout -subject -ext subjectAltName 2>&1 | tr -s '\\n ' ' '; "
+                                f"{OPENSSL} pkey -in {key} -noout -text 2>&1 | grep -E 'ASN1 OID|NIST CURVE' | tr -s '\\n ' ' '")
+        srv: dict = {}
+        for kind in TLS_PEERS:
+            s = Server(kind, "hello", tls=(cert, key), label=f"{kind}-tls")
+            try:
+                s.start()
+            except (RuntimeError, OSError) as e:
+                # forkhorn without TLS (or a broken peer) must not sink the other's figures
+                s.stop()
+                out["unavailable"][kind] = str(e)[:600]
+                last = [x for x in str(e).splitlines() if x.strip()][-1:] or [str(e)]
+                anomaly(f"TLS phase: {kind} could not serve https; its TLS figures are n/a. `{last[0][:300]}`")
+                continue
+            srv[kind] = s
+        out["negotiated"] = {k: tls_probe(s.port) for k, s in srv.items()}
+        for k, n in out["negotiated"].items():
+            log(f"tls {k:8s} negotiated {n}")
+            if n.get("resumed"):
+                anomaly(f"TLS phase: {k} resumed a TLS session although tickets and the session cache are off; "
+                        f"its handshakes are not all full ones")
+        if len({(n.get("version"), n.get("cipher")) for n in out["negotiated"].values()}) > 1:
+            anomaly(f"TLS phase: the servers negotiated different protocols or ciphers with the same client: "
+                    f"{ {k: (n.get('version'), n.get('cipher')) for k, n in out['negotiated'].items()} }")
+        time.sleep(0.5)
+        idle = {k: self.tls_mem_snapshot(s) for k, s in srv.items()}
+        # One unrecorded second each, so that neither server's first run pays for its warm-up.
+        for s in srv.values():
+            wrk(s.port, "/", 16, 1, tls=True)
+        raw: dict = {}
+        for r in range(self.tls_runs):
+            for name, close in ((TLS_KA, False), (TLS_CLOSE, True)):
+                for kind in self.rotate([k for k in TLS_PEERS if k in srv], r):
+                    s = srv[kind]
+                    res = measure(s.port, s, "/", 16, self.tls_dur, close=close, tls=True, label=name)
+                    raw.setdefault(name, {}).setdefault(kind, []).append(res)
+                    FOREIGN.append(res["foreign_cpu_pct"])
+                    cpu = res["cpu_us_per_req"]
+                    log(f"run {r + 1}/{self.tls_runs} {name:44s} {kind:8s} {res['rps']:9.0f} req/s "
+                        f"p99 {res['p99_ms']:.2f} ms {cpu if cpu is None else round(cpu, 1)} us CPU/req "
+                        f"conns/req {_per(res.get('new_conns'), res['requests'])} failed {res['failed']} "
+                        f"(other load {res['foreign_cpu_pct']:.0f}%)")
+        time.sleep(0.5)
+        after = {k: self.tls_mem_snapshot(s) for k, s in srv.items()}
+        for k, s in srv.items():
+            log(f"tls memory {k:8s} worker VmRSS/Private (kB) idle "
+                f"{[(w.get('VmRSS'), w.get('Private')) for w in idle[k]['workers']]}, after the load "
+                f"{[(w.get('VmRSS'), w.get('Private')) for w in after[k]['workers']]}")
+        fh = srv.get("forkhorn")
+        if fh is not None:
+            bad = re.findall(r"(?m)^.*\[(?:WARNING|ERROR|CRITICAL)\].*$", fh.log_path.read_text(errors="replace"))
+            out["forkhorn_log_problems"] = {"count": len(bad), "first": bad[:5]}
+            if bad:
+                anomaly(f"TLS phase: forkhorn logged {len(bad)} warning/error lines under TLS load, e.g. "
+                        f"`{bad[0].strip()[:250]}`")
+        for s in srv.values():
+            s.stop()
+        out["throughput"] = {name: {k: summarize(v) for k, v in d.items()} for name, d in raw.items()}
+        # Connections accepted per request in the `Connection: close` runs: ~1 when each request is a handshake.
+        out["conns_per_request"] = {k: med([_per(r.get("new_conns"), r["requests"], raw_value=True) for r in runs])
+                                    for k, runs in raw.get(TLS_CLOSE, {}).items()}
+        for k, x in out["conns_per_request"].items():
+            if x is not None and x < 0.95:
+                anomaly(f"TLS phase: {k} accepted only {x:.2f} connections per request with `Connection: close`; "
+                        f"its handshake figure counts requests that reused a connection")
+        out["memory"] = {k: {"idle": idle[k], "after": after[k]} for k in srv}
+        for name, d in out["throughput"].items():
+            for k, v in d.items():
+                if v["failed"]:
+                    anomaly(f"TLS phase: {k} {name}: {v['failed']} failed requests (socket errors "
+                            f"{v['sock_errors']}, non-2xx {v['non2xx']}) over {self.tls_runs} run(s)")
+
+    def tls_mem_snapshot(self, s: Server) -> dict:
+        """/proc/PID/status (VmRSS, RssAnon) and smaps_rollup (Rss, Pss, Private) of the master and each worker."""
+        def one(pid):
+            return dict(pid=pid, **proc_status(pid), **smaps_rollup(pid))
+        return {"master": one(s.pid), "workers": [one(p) for p in s.workers()]}
+
     # -- figure 4: cold start --
     def phase_cold_start(self):
         times: dict = {k: [] for k in KINDS}
@@ -1160,6 +1316,46 @@ class Bench:
         return {"first_new_ms": ms(t_first), "all_new_serving_ms": ms(t_all), "old_gone_ms": ms(t_gone)}
 
 
+def _per(n, d, raw_value: bool = False):
+    """n / d, or None; as text with two decimals unless raw_value."""
+    x = n / d if n is not None and d else None
+    return x if raw_value else ("n/a" if x is None else f"{x:.2f}")
+
+
+def make_cert(d: Path) -> tuple[Path, Path]:
+    """An ECDSA P-256 key and a self-signed certificate for localhost and 127.0.0.1, made with openssl."""
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o755)
+    key, cert = d / "key.pem", d / "cert.pem"
+    for label, argv in (
+            ("TLS key (ECDSA P-256)", [OPENSSL, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                                       "-out", key]),
+            ("TLS certificate (self-signed)", [OPENSSL, "req", "-new", "-x509", "-key", key, "-out", cert, "-days",
+                                               "7", "-subj", "/CN=localhost", "-addext",
+                                               "subjectAltName=DNS:localhost,IP:127.0.0.1"])):
+        p = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=60)
+        if p.returncode:
+            raise RuntimeError(f"{quote(argv)} failed ({p.returncode}): {p.stderr[-400:]}")
+        COMMANDS.setdefault(label, quote(argv).replace(str(d), "$CERTDIR"))
+    return cert, key
+
+
+def tls_probe(port: int) -> dict:
+    """The TLS version and cipher this server negotiates with Python's client, and whether a second
+    connection offering the first one's session resumes it (it must not: no tickets, no cache)."""
+    out: dict = {}
+    try:
+        first: dict = {}
+        status, _ = http_get(port, "/", 5.0, tls=True, info=first)
+        second: dict = {}
+        http_get(port, "/", 5.0, tls=True, session=first.get("session"), info=second)
+        out = {"status": status, "version": first.get("version"), "cipher": first.get("cipher"),
+               "resumed": bool(second.get("resumed"))}
+    except (OSError, ValueError) as e:
+        out = {"error": repr(e)[:300]}
+    return out
+
+
 def _swallow(fn, *a):
     try:
         return fn(*a)
@@ -1293,7 +1489,29 @@ def targets(R: dict) -> list[dict]:
                   detail=f"req/s ratio {fmt(hb, 3)} (median of {ov.get('pairs', '?')} back-to-back pairs)"))
     if "python" in R:
         T += python_targets(R["python"])
+    if "tls" in R:
+        T += tls_targets(R["tls"])
     return T
+
+
+def tls_targets(S: dict) -> list[dict]:
+    """The TLS phase's targets: forkhorn against nginx with the same certificate and settings."""
+    T = []
+    tp = S.get("throughput", {})
+    for scn, name in ((TLS_KA, "TLS keep-alive req/s vs nginx"),
+                      (TLS_CLOSE, "TLS new handshakes/s (Connection: close) vs nginx")):
+        f, n = (tp.get(scn, {}).get(k, {}).get("rps") for k in TLS_PEERS)
+        x = ratio(f, n)
+        T.append(dict(name=name, goal=">= 0.9x", value=x, met=x is not None and x >= 0.9,
+                      detail=f"{fmt(f)} vs {fmt(n)} req/s"))
+    return T
+
+
+def tls_worker_mem(S: dict, kind: str, key: str, state: str = "after"):
+    """Mean over a TLS server's workers of one memory figure (kB), or None."""
+    ws = S.get("memory", {}).get(kind, {}).get(state, {}).get("workers", [])
+    vals = [w.get(key) for w in ws if w.get(key) is not None]
+    return statistics.mean(vals) if vals else None
 
 
 def python_targets(P: dict) -> list[dict]:
@@ -1573,6 +1791,8 @@ def write_report(R: dict, argv: list[str], elapsed: float) -> None:
 
     if R.get("python"):
         write_python_section(R, a, section)
+    if R.get("tls"):
+        write_tls_section(R, a, section)
 
     if R["errors"]:
         a("## Phases that failed\n")
@@ -1599,8 +1819,13 @@ def write_report(R: dict, argv: list[str], elapsed: float) -> None:
             a(f"# {k[4:]}\n{v}")
     a("```\n\nnginx.conf (per server):\n")
     a("```nginx\n" + NGINX_CONF.replace("{{", "{").replace("}}", "}") + "```\n")
+    if R.get("tls"):
+        a("The TLS phase's nginx.conf is the same with this listener (`$CERTDIR`: the phase's temp directory "
+          "holding the key and certificate that forkhorn gets too):\n")
+        a("```nginx\n" + NGINX_TLS_LISTEN.format(host=HOST, port="$PORT", cert="$CERTDIR/cert.pem",
+                                                   key="$CERTDIR/key.pem") + "```\n")
     a("Raw data: `docs/benchmarks.json`; server logs: `scripts/.logs/` (not committed). Rerun with "
-      "`scripts/bench.sh` (full, < 20 min; writes this file) or `scripts/bench.sh --quick` (< 5 min; writes its "
+      "`scripts/bench.sh` (full, < 22 min; writes this file) or `scripts/bench.sh --quick` (< 5 min; writes its "
       "report to `scripts/.logs/quick/` and leaves docs/ and README.md alone); `scripts/bench.sh --render-only` "
       "re-renders this file, the chart and README's section from `docs/benchmarks.json` without running anything.\n")
     (DOCS / "benchmarks.md").write_text("\n".join(L))
@@ -1663,6 +1888,71 @@ def write_python_section(R: dict, a, section) -> None:
         a("")
 
 
+def write_tls_section(R: dict, a, section) -> None:
+    S = R["tls"]
+    M = R["machine"]
+    a(section("TLS: forkhorn vs nginx, same certificate"))
+    neg = S.get("negotiated", {})
+    a(f"Both servers serve hello over https on 127.0.0.1 with {S.get('workers', 2)} worker processes and access "
+      "logs off, with one certificate made at the start of the phase (`openssl`, an ECDSA P-256 key, self-signed "
+      f"for localhost and 127.0.0.1: {S.get('certificate', '?').strip()}) and the same TLS settings: TLS 1.2 and "
+      "1.3, each server's default ciphers, no session tickets and no session cache, so every new connection is a "
+      f"full handshake. forkhorn uses rustls; {M.get('nginx', 'nginx').replace('nginx version: ', '')} uses the "
+      "system's OpenSSL. Load: `wrk -t2 -c16 --latency https://...` (wrk verifies no certificate), keep-alive, "
+      "and with `-H \"Connection: close\"`, where the server closes after each response and wrk reconnects, so "
+      f"each request is a new TCP connection and a full TLS handshake; {S['runs']} run(s) of {S['dur']} s each, "
+      "servers' order rotated run by run, after an unrecorded 1 s warm-up of each; medians. Ratios are "
+      "forkhorn / nginx.\n")
+    if neg:
+        a("Negotiated with Python's client, and whether a second connection offering the first one's session "
+          "resumed it: " + "; ".join(
+              f"{k}: {n.get('version')} {n.get('cipher')}, resumed {'yes' if n.get('resumed') else 'no'}"
+              if "error" not in n else f"{k}: {n['error']}" for k, n in neg.items()) + ".\n")
+    for k, why in S.get("unavailable", {}).items():
+        last = [x for x in why.splitlines() if x.strip()][-1:] or [why]
+        a(f"- **{k} did not serve https** (its figures are n/a): `{last[0][:200]}`")
+    if S.get("unavailable"):
+        a("")
+    a("| scenario | metric | forkhorn | nginx | forkhorn/nginx |\n|---|---|---|---|---|")
+    cpr = S.get("conns_per_request", {})
+    for name, d in S.get("throughput", {}).items():
+        for key, label, nd in (("rps", "req/s", 0), ("p50_ms", "p50 ms", 2), ("p99_ms", "p99 ms", 2),
+                               ("cpu_us_per_req", "server CPU µs/req", 1), ("failed", "failed", 0),
+                               ("foreign_cpu_pct", "other load %", 0)):
+            v = {k: d.get(k, {}).get(key) for k in TLS_PEERS}
+            plain = key in ("failed", "foreign_cpu_pct")
+            a(f"| {name if key == 'rps' else ''} | {label} | {fmt(v['forkhorn'], nd)} | {fmt(v['nginx'], nd)} | "
+              f"{'' if plain else rfmt(ratio(v['forkhorn'], v['nginx']))} |")
+        if name == TLS_CLOSE:
+            a(f"| | connections accepted / request | {fmt(cpr.get('forkhorn'), 2)} | {fmt(cpr.get('nginx'), 2)} | |")
+    a("\nIn the `Connection: close` rows req/s is new handshakes per second. *connections accepted / request* "
+      "is the loopback's TCP PassiveOpens count (/proc/net/snmp) over the run divided by the requests served: about "
+      "1 when every request had its own connection and handshake (machine-wide, so other processes' loopback "
+      "connections can only raise it). `server CPU µs/req` is the CPU time of the server's whole process group per "
+      "request, so per handshake in the `Connection: close` rows.\n")
+    mem = S.get("memory", {})
+    if mem:
+        a("Memory per worker (kB; VmRSS and RssAnon from /proc/PID/status, Rss, Pss and Private = "
+          "Private_Clean + Private_Dirty from /proc/PID/smaps_rollup), idle after start and after the phase's "
+          "load:\n")
+        a("| server | state | worker VmRSS (mean) | worker RssAnon (mean) | worker Private (mean) | worker Pss (mean) | "
+          "workers' VmRSS / Private (each) | master VmRSS | master Private |")
+        a("|---|---|---|---|---|---|---|---|---|")
+        for k in TLS_PEERS:
+            for state in ("idle", "after"):
+                snap = mem.get(k, {}).get(state)
+                if not snap:
+                    continue
+                each = ", ".join(f"{w.get('VmRSS')} / {w.get('Private')}" for w in snap["workers"])
+                a(f"| {k} | {'idle' if state == 'idle' else 'after the load'} | "
+                  f"{fmt(tls_worker_mem(S, k, 'VmRSS', state))} | {fmt(tls_worker_mem(S, k, 'RssAnon', state))} | "
+                  f"{fmt(tls_worker_mem(S, k, 'Private', state))} | {fmt(tls_worker_mem(S, k, 'Pss', state))} | "
+                  f"{each} | {fmt(snap['master'].get('VmRSS'))} | {fmt(snap['master'].get('Private'))} |")
+        f, n = tls_worker_mem(S, "forkhorn", "VmRSS"), tls_worker_mem(S, "nginx", "VmRSS")
+        fp, np_ = tls_worker_mem(S, "forkhorn", "Private"), tls_worker_mem(S, "nginx", "Private")
+        a(f"\nAfter the load, forkhorn / nginx worker: VmRSS {rfmt(ratio(f, n))}, Private {rfmt(ratio(fp, np_))}.\n")
+
+
 def write_chart(R: dict) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -1672,7 +1962,7 @@ def write_chart(R: dict) -> None:
     nrows = 3 if R.get("python") else 2
     fig, axes = plt.subplots(nrows, 3, figsize=(19, 5.5 * nrows))
     fig.suptitle(f"forkhorn vs gunicorn (sync) vs nginx" + ("; Python apps: vs Granian and gunicorn" if R.get("python")
-                 else "") + f" — 2 workers, loopback, {R['date']} ({R['mode']} run)", fontsize=14)
+                 else "") + ("; TLS: vs nginx" if R.get("tls") else "") + f" — 2 workers, loopback, {R['date']} ({R['mode']} run)", fontsize=14)
     tp = R.get("throughput", {})
 
     # (a) absolute throughput
@@ -1712,6 +2002,9 @@ def write_chart(R: dict) -> None:
     add("echo k-a\nvs gunicorn", ratio(rps("echo 4KiB POST keep-alive c16", "forkhorn"),
                                        rps("echo 4KiB POST keep-alive c16", "gunicorn")), None)
     add("c1024\nvs nginx", ratio(rps("hello keep-alive c1024", "forkhorn"), rps("hello keep-alive c1024", "nginx")), None)
+    ttp = R.get("tls", {}).get("throughput", {})
+    for s, short in ((TLS_KA, "TLS\nkeep-alive"), (TLS_CLOSE, "TLS\nhandshakes")):
+        add(f"{short}\nvs nginx", ratio(*(ttp.get(s, {}).get(k, {}).get("rps") for k in TLS_PEERS)), 0.9)
     _bar_ratios(ax, items, "throughput ratio forkhorn / peer (higher is better, log scale)")
 
     # (c) ratios, lower is better
@@ -1731,6 +2024,8 @@ def write_chart(R: dict) -> None:
     add("worker\nRSS vs\ngunicorn", ratio(wrss("forkhorn", "VmRSS"), wrss("gunicorn", "VmRSS")), 0.2)
     add("worker\nRssAnon vs\ngunicorn", ratio(wrss("forkhorn", "RssAnon"), wrss("gunicorn", "RssAnon")), None)
     add("worker\nRSS vs\nnginx", ratio(wrss("forkhorn", "VmRSS"), wrss("nginx", "VmRSS")), None)
+    if R.get("tls"):
+        add("TLS worker\nPrivate vs\nnginx", ratio(*(tls_worker_mem(R["tls"], k, "Private") for k in TLS_PEERS)), None)
     cs = R.get("cold_start_ms", {})
     add("cold\nstart vs\ngunicorn", ratio(cs.get("forkhorn", {}).get("median"), cs.get("gunicorn", {}).get("median")), None)
     rec = R.get("recovery", {})
@@ -1920,14 +2215,15 @@ def update_readme(R: dict) -> None:
         f"{u.get('gunicorn', {}).get('failed', 'n/a')} | {u.get('nginx', {}).get('failed', 'n/a')} | | |",
         "",
         *readme_python_lines(R, mark),
+        *readme_tls_lines(R, mark),
         "![benchmarks](docs/benchmarks.png)",
         "",
-        "Rerun (installs wrk, nginx, and gunicorn + Granian + Flask + matplotlib into `scripts/.venv` if missing; "
+        "Rerun (installs wrk, nginx, openssl, and gunicorn + Granian + Flask + matplotlib into `scripts/.venv` if missing; "
         "builds the release "
         "binary; rewrites `docs/benchmarks.md`, `docs/benchmarks.png` and this section):",
         "",
         "```sh",
-        "scripts/bench.sh           # full run, under 20 minutes",
+        "scripts/bench.sh           # full run, under 22 minutes",
         "scripts/bench.sh --quick   # 1 short run of each figure, under 5 minutes; report in scripts/.logs/quick/",
         "scripts/bench.sh --render-only   # no benchmark: re-render the report, chart and this section from docs/benchmarks.json",
         "```",
@@ -1992,6 +2288,38 @@ def readme_python_lines(R: dict, mark) -> list[str]:
     return lines
 
 
+def readme_tls_lines(R: dict, mark) -> list[str]:
+    """README rows for the TLS phase, when it ran."""
+    S = R.get("tls")
+    if not S:
+        return []
+    tp = S.get("throughput", {})
+
+    def get(scn, k, key="rps"):
+        return tp.get(scn, {}).get(k, {}).get(key)
+
+    neg = S.get("negotiated", {}).get("nginx") or S.get("negotiated", {}).get("forkhorn") or {}
+    lines = [
+        f"TLS, forkhorn (rustls) against nginx {R['machine']['nginx'].split('/')[-1]} (OpenSSL) with one ECDSA P-256 "
+        "self-signed certificate, TLS 1.2 and 1.3, no session tickets or cache on either (every new connection "
+        f"is a full handshake{', ' + neg['version'] + ' ' + neg['cipher'] if neg.get('version') else ''}), "
+        f"2 workers each, `wrk -t2 -c16 https://...` (median of {S['runs']} runs of {S['dur']} s):",
+        "",
+        "| figure | forkhorn | nginx | vs nginx |",
+        "|---|---|---|---|",
+    ]
+    for scn, short, tname in ((TLS_KA, "TLS keep-alive req/s", "TLS keep-alive req/s vs nginx"),
+                              (TLS_CLOSE, "new TLS handshakes/s (`Connection: close`)",
+                               "TLS new handshakes/s (Connection: close) vs nginx")):
+        f, n = get(scn, "forkhorn"), get(scn, "nginx")
+        lines.append(f"| {short} | {fmt(f)} | {fmt(n)} | {rfmt(ratio(f, n))}{mark(tname)} |")
+    for key, short in (("VmRSS", "worker RSS after the TLS load"), ("Private", "worker private memory after the TLS load")):
+        f, n = tls_worker_mem(S, "forkhorn", key), tls_worker_mem(S, "nginx", key)
+        lines.append(f"| {short} | {fmt(f)} kB | {fmt(n)} kB | {rfmt(ratio(f, n))} |")
+    lines.append("")
+    return lines
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -2003,7 +2331,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 short run of each figure (< 5 min)")
     ap.add_argument("--phases",
-                    default="throughput,scale_workers,overheads,memory,cold_start,recovery,timeout,reload,python",
+                    default="throughput,scale_workers,overheads,memory,cold_start,recovery,timeout,reload,python,tls",
                     help="comma-separated subset (for debugging)")
     ap.add_argument("--no-readme", action="store_true", help="do not touch README.md")
     ap.add_argument("--out", help="where benchmarks.{md,png,json} go (default: docs/ for a full run; "
@@ -2047,6 +2375,8 @@ def main() -> int:
     needed = [(BIN, "forkhorn (cargo build --release)"), (GUNICORN, "gunicorn"), (WRK, "wrk"), (NGINX, "nginx")]
     if "python" in args.phases:
         needed.append((GRANIAN, "granian"))
+    if "tls" in args.phases:
+        needed.append((OPENSSL, "openssl"))
     for path, what in needed:
         if not os.access(path, os.X_OK):
             print(f"missing {what}: {path}; run scripts/bench.sh", file=sys.stderr)
@@ -2059,7 +2389,7 @@ def main() -> int:
              idle_conns=b.idle_conns, machine=machine())
     log(f"forkhorn bench ({R['mode']}): {R['machine']['cpu']}, nproc {R['machine']['nproc']}, logs in {LOGDIR}")
     # Noise budget (waits for quiet + reruns of noisy runs), per phase, so the run stays bounded.
-    shares = {"throughput": 50.0, "scale_workers": 20.0, "overheads": 30.0, "python": 60.0}
+    shares = {"throughput": 50.0, "scale_workers": 20.0, "overheads": 30.0, "python": 60.0, "tls": 30.0}
     scale = 0.1 if args.quick else 1.0
     total_budget = sum(shares.values()) * scale
     R["load_start"] = machine_load()

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Benchmark forkhorn against gunicorn (sync) and nginx on this machine, and
+# Benchmark forkhorn against gunicorn (sync) and nginx on this machine,
 # forkhorn's embedded CPython against gunicorn (sync) and Granian on the same
-# WSGI apps (scripts/python_bench/).
+# WSGI apps (scripts/python_bench/), and forkhorn against nginx over TLS.
 #
-#   scripts/bench.sh            full run (< 20 min)
+#   scripts/bench.sh            full run (< 22 min)
 #   scripts/bench.sh --quick    1 short run of each figure (< 5 min)
 #   scripts/bench.sh --quick --phases python
 #                               only the Python (WSGI) comparison
+#   scripts/bench.sh --phases tls
+#                               only TLS, forkhorn vs nginx with one certificate
+#                               (made with openssl); add --quick for one short run
 #   scripts/bench.sh --render-only
 #                               no benchmark: re-render docs/benchmarks.md, .png
 #                               and README's section from docs/benchmarks.json
 #
-# Installs what is missing (wrk and nginx with apt-get; gunicorn, Granian, Flask
+# Installs what is missing (wrk, nginx and openssl with apt-get; gunicorn, Granian, Flask
 # and matplotlib from PyPI into scripts/.venv), builds target/release/forkhorn, raises
 # `ulimit -n`, then runs scripts/bench.py, which writes docs/benchmarks.md,
 # docs/benchmarks.png, docs/benchmarks.json and the "## Benchmarks" section of
@@ -35,10 +38,11 @@ if [ "${1:-}" = --render-only ]; then
     exec "$VENV/bin/python" scripts/bench.py --render docs/benchmarks.json "$@"
 fi
 
-# --- system packages: wrk, nginx -------------------------------------------
+# --- system packages: wrk, nginx, openssl ----------------------------------
 need_apt=()
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)  # the TLS phase's certificate
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -82,7 +86,7 @@ done
 if [ ${#installed[@]} -gt 0 ]; then
     say "installed: ${installed[*]}"
 else
-    say "installed: nothing (wrk, nginx, gunicorn, granian, flask, matplotlib already present)"
+    say "installed: nothing (wrk, nginx, openssl, gunicorn, granian, flask, matplotlib already present)"
 fi
 say "versions: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $( (nginx -v || /usr/sbin/nginx -v) 2>&1);" \
     "gunicorn $("$VENV/bin/gunicorn" --version 2>&1 | awk '{print $NF}' | tr -d ")");" \
