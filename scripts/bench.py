@@ -1080,10 +1080,12 @@ class Bench:
         for s in srv.values():
             s.stop()
         out["throughput"] = {name: {k: summarize(v) for k, v in d.items()} for name, d in raw.items()}
-        # Connections accepted per request in the `Connection: close` runs: ~1 when each request is a handshake.
-        out["conns_per_request"] = {k: med([_per(r.get("new_conns"), r["requests"], raw_value=True) for r in runs])
-                                    for k, runs in raw.get(TLS_CLOSE, {}).items()}
-        for k, x in out["conns_per_request"].items():
+        # Connections accepted per request: ~1 in the `Connection: close` runs when each request is a handshake;
+        # in the keep-alive runs, how often a connection was renewed (nginx: keepalive_requests 1000).
+        out["conns_per_request"] = {
+            name: {k: med([_per(r.get("new_conns"), r["requests"], raw_value=True) for r in runs])
+                   for k, runs in d.items()} for name, d in raw.items()}
+        for k, x in out["conns_per_request"].get(TLS_CLOSE, {}).items():
             if x is not None and x < 0.95:
                 anomaly(f"TLS phase: {k} accepted only {x:.2f} connections per request with `Connection: close`; "
                         f"its handshake figure counts requests that reused a connection")
@@ -1945,13 +1947,14 @@ def write_tls_section(R: dict, a, section) -> None:
             plain = key in ("failed", "foreign_cpu_pct")
             a(f"| {name if key == 'rps' else ''} | {label} | {fmt(v['forkhorn'], nd)} | {fmt(v['nginx'], nd)} | "
               f"{'' if plain else rfmt(ratio(v['forkhorn'], v['nginx']))} |")
-        if name == TLS_CLOSE:
-            a(f"| | connections accepted / request | {fmt(cpr.get('forkhorn'), 2)} | {fmt(cpr.get('nginx'), 2)} | |")
+        c = cpr.get(name, {})
+        a(f"| | connections accepted / request | {fmt(c.get('forkhorn'), 4)} | {fmt(c.get('nginx'), 4)} | |")
     a("\nIn the `Connection: close` rows req/s is new handshakes per second. *connections accepted / request* "
       "is the loopback's TCP PassiveOpens count (/proc/net/snmp) over the run divided by the requests served: about "
-      "1 when every request had its own connection and handshake (machine-wide, so other processes' loopback "
-      "connections can only raise it). `server CPU µs/req` is the CPU time of the server's whole process group per "
-      "request, so per handshake in the `Connection: close` rows.\n")
+      "1 when every request had its own connection and handshake; in the keep-alive rows, how often wrk had to "
+      "reconnect (nginx ends a connection after its default `keepalive_requests 1000`); machine-wide, so other "
+      "processes' loopback connections can only raise it. `server CPU µs/req` is the CPU time of the server's "
+      "whole process group per request, so per handshake in the `Connection: close` rows.\n")
     mem = S.get("memory", {})
     if mem:
         a("Memory per worker (kB; VmRSS and RssAnon from /proc/PID/status, Rss, Pss and Private = "
