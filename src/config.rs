@@ -8,9 +8,10 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::http::Limits;
-use crate::listener::BindSpec;
+use crate::listener::{Bind, BindSpec};
 use crate::logging::{LogLevel, LogTarget};
 use crate::sys::user::{self, Identity};
+use crate::tls::{ClientCerts, MinVersion, Tls, TlsFiles};
 
 /// gunicorn's default access log format.
 pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
@@ -47,8 +48,10 @@ pub struct Args {
     #[arg(long = "print-config")]
     pub print_config: bool,
 
-    /// Address to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N.
-    /// Repeat for several listeners. Port 0 picks a free port.
+    /// Address to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N;
+    /// https://ADDR for TLS, proxy+http://ADDR or proxy+https://ADDR for a
+    /// PROXY protocol header first. Repeat for several listeners. Port 0
+    /// picks a free port.
     #[arg(short = 'b', long = "bind", value_name = "ADDR")]
     pub bind: Vec<String>,
 
@@ -231,6 +234,27 @@ pub struct Args {
     )]
     pub max_streams_per_worker: usize,
 
+    /// TLS certificate chain (PEM) for https:// binds; with no https:// bind, every bind is TLS.
+    /// Repeat, each with its --keyfile, for several names (chosen by SNI; the first is the default).
+    #[arg(long = "certfile", value_name = "FILE")]
+    pub certfile: Vec<PathBuf>,
+
+    /// Private key (PEM) of the --certfile in the same position.
+    #[arg(long = "keyfile", value_name = "FILE")]
+    pub keyfile: Vec<PathBuf>,
+
+    /// CA certificates (PEM) that sign client certificates (for --cert-reqs 1 or 2).
+    #[arg(long = "ca-certs", value_name = "FILE")]
+    pub ca_certs: Option<PathBuf>,
+
+    /// Client certificates: 0 not asked for, 1 optional, 2 required.
+    #[arg(long = "cert-reqs", value_name = "N", default_value = "0", value_parser = cert_reqs)]
+    pub cert_reqs: ClientCerts,
+
+    /// Oldest TLS version served: 1.2 or 1.3.
+    #[arg(long = "tls-min-version", value_name = "VERSION", default_value = "1.2", value_parser = tls_min_version)]
+    pub tls_min_version: MinVersion,
+
     /// Run workers as this user (name or uid); the master binds first, so low ports work.
     #[arg(short = 'u', long, value_name = "USER")]
     pub user: Option<String>,
@@ -314,7 +338,7 @@ pub struct MasterSettings {
     /// default off: 404); part of the app factory, like `app`.
     pub static_dotfiles: bool,
     /// Listeners, in the order given.
-    pub binds: Vec<BindSpec>,
+    pub binds: Vec<Bind>,
     /// listen(2) backlog, given when the listeners are bound.
     pub backlog: i32,
     /// File mode mask the master sets at start-up, so workers inherit it
@@ -451,6 +475,9 @@ pub struct WorkerSettings {
     /// With `worker_identity`, also give workers the user's supplementary
     /// groups (`--initgroups`; default off: the one group only).
     pub initgroups: bool,
+    /// Certificates and keys for the TLS binds, read by the master (at
+    /// start, and again on HUP); None when no bind is TLS.
+    pub tls: Option<Tls>,
 }
 
 /// A bad flag or value, with the fix.
@@ -624,6 +651,67 @@ fn umask(value: &str) -> Result<u32, String> {
     }
 }
 
+fn cert_reqs(value: &str) -> Result<ClientCerts, String> {
+    match value.trim() {
+        "0" => Ok(ClientCerts::None),
+        "1" => Ok(ClientCerts::Optional),
+        "2" => Ok(ClientCerts::Required),
+        _ => Err(format!(
+            "--cert-reqs {value}: use 0 (no client certificate), 1 (optional) or 2 (required)"
+        )),
+    }
+}
+
+fn tls_min_version(value: &str) -> Result<MinVersion, String> {
+    match value
+        .trim()
+        .trim_start_matches("TLSv")
+        .trim_start_matches("tls")
+    {
+        "1.2" => Ok(MinVersion::Tls12),
+        "1.3" => Ok(MinVersion::Tls13),
+        _ => Err(format!(
+            "--tls-min-version {value}: use 1.2 or 1.3 (older versions are not offered)"
+        )),
+    }
+}
+
+/// The TLS settings, if any bind is TLS: the binds marked `https://`, or
+/// every bind when `--certfile` is given and none is marked (as gunicorn
+/// does). The files are read and checked here.
+fn tls_settings(args: &Args, binds: &mut [Bind]) -> Result<Option<Tls>, ConfigError> {
+    if args.certfile.len() != args.keyfile.len() {
+        bail!(
+            "--certfile and --keyfile come in pairs: {} certificate(s) and {} key(s) given; give one --keyfile per --certfile, in the same order",
+            args.certfile.len(),
+            args.keyfile.len()
+        );
+    }
+    if !args.certfile.is_empty() && !binds.iter().any(|b| b.is_tls) {
+        binds.iter_mut().for_each(|b| b.is_tls = true);
+    }
+    if !binds.iter().any(|b| b.is_tls) {
+        return Ok(None);
+    }
+    if args.certfile.is_empty() {
+        bail!(
+            "--bind https://...: TLS needs a certificate; give --certfile FILE and --keyfile FILE"
+        );
+    }
+    let files = TlsFiles {
+        pairs: args
+            .certfile
+            .iter()
+            .cloned()
+            .zip(args.keyfile.iter().cloned())
+            .collect(),
+        ca_certs: args.ca_certs.clone(),
+        client_certs: args.cert_reqs,
+        min_version: args.tls_min_version,
+    };
+    Tls::load(files).map(Some).map_err(ConfigError)
+}
+
 fn zero_is_none(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
@@ -655,13 +743,15 @@ impl Config {
                 Ok(port) if !port.is_empty() => format!("0.0.0.0:{port}"),
                 _ => "127.0.0.1:8000".to_owned(),
             };
-            vec![BindSpec::parse(&default).map_err(|e| ConfigError(format!("{e} (from $PORT)")))?]
+            vec![Bind::parse(&default).map_err(|e| ConfigError(format!("{e} (from $PORT)")))?]
         } else {
             args.bind
                 .iter()
-                .map(|b| BindSpec::parse(b).map_err(ConfigError))
+                .map(|b| Bind::parse(b).map_err(ConfigError))
                 .collect::<Result<Vec<_>, _>>()?
         };
+        let mut binds = binds;
+        let tls = tls_settings(args, &mut binds)?;
         let worker_tmp_dir = match &args.worker_tmp_dir {
             Some(dir) => {
                 check_writable_dir(dir)?;
@@ -765,6 +855,7 @@ impl Config {
                 max_streams_per_worker: args.max_streams_per_worker,
                 worker_identity,
                 initgroups: args.initgroups,
+                tls,
             },
         })
     }

@@ -38,6 +38,7 @@ pub mod master;
 pub mod server;
 pub mod stream;
 pub mod sys;
+pub mod tls;
 pub mod worker;
 
 pub use server::{Server, run};

@@ -17,7 +17,7 @@ use crate::app::App;
 pub use crate::app::{AppFactory, Hook, Hooks};
 use crate::config::{Config, ConfigError, SecondsFlag};
 use crate::config_file;
-use crate::listener::{BindSpec, Listener};
+use crate::listener::{Bind, BindSpec, Listener};
 use crate::master::arbiter::Arbiter;
 use crate::{apps, logging};
 
@@ -452,13 +452,39 @@ fn adopt_inherited(
     metrics_fd: Option<std::os::fd::RawFd>,
 ) {
     if !inherited.is_empty() {
+        let adopted = inherited.iter().map(|&fd| BindSpec::Fd(fd));
         if replace {
-            config.master.binds.clear();
+            // An old master hands over its listeners in the order of its
+            // binds, which are ours too (the same command line): each keeps
+            // its TLS and PROXY marks. Sockets from systemd take the marks
+            // when every bind has the same (`--certfile` with no -b makes
+            // them all TLS), else they are plain.
+            let marks = std::mem::take(&mut config.master.binds);
+            let uniform = marks.windows(2).all(|w| {
+                (w[0].is_tls, w[0].expects_proxy_header) == (w[1].is_tls, w[1].expects_proxy_header)
+            });
+            let mark_of = |i: usize| {
+                if marks.len() == inherited.len() {
+                    marks.get(i)
+                } else if uniform {
+                    marks.first()
+                } else {
+                    None
+                }
+            };
+            config.master.binds = adopted
+                .enumerate()
+                .map(|(i, addr)| match mark_of(i) {
+                    Some(mark) => Bind {
+                        addr,
+                        ..mark.clone()
+                    },
+                    None => Bind::plain(addr),
+                })
+                .collect();
+        } else {
+            config.master.binds.extend(adopted.map(Bind::plain));
         }
-        config
-            .master
-            .binds
-            .extend(inherited.iter().map(|&fd| BindSpec::Fd(fd)));
     }
     if let Some(fd) = metrics_fd {
         config.master.metrics_bind = Some(BindSpec::Fd(fd));

@@ -16,7 +16,10 @@ use super::conn::{CLIENT_IDLE_TIMEOUT, Conn};
 use super::framing::{self, BodyLength, Plan};
 use super::write_out::write_response;
 use crate::access_log;
-use crate::app::{App, Body, LocalAddr, PeerAddr, RawHeaders, RawTarget, Response, ResponseBody};
+use crate::app::{
+    App, Body, ClientCertSubject, LocalAddr, PeerAddr, RawHeaders, RawTarget, Response,
+    ResponseBody, Scheme,
+};
 use crate::heartbeat::Slot;
 use crate::http::response::{error_response, write_head};
 use crate::http::{Framing, Limits, RequestHead, Version};
@@ -101,7 +104,16 @@ fn exchange(
         );
     }
     let (access_headers, log_time) = access_log_fields(&head, ctx);
-    let request = match build_request(&mut head, conn.peer, conn.local_addr()) {
+    let scheme = if conn.tls.is_some() {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    let client_cert = conn
+        .client_subject()
+        .map(|s| ClientCertSubject(s.to_owned()));
+    let request = match build_request(&mut head, conn.peer, conn.local_addr(), scheme, client_cert)
+    {
         Ok(r) => r,
         Err(reason) => return reject(conn, 400, &reason, ctx),
     };
@@ -304,6 +316,8 @@ fn build_request(
     head: &mut RequestHead,
     peer: Option<std::net::SocketAddr>,
     local: Option<std::net::SocketAddr>,
+    scheme: Scheme,
+    client_cert: Option<ClientCertSubject>,
 ) -> Result<http::Request<()>, String> {
     let method = http::Method::from_bytes(head.method.as_bytes())
         .map_err(|_| format!("invalid method {:?}", head.method))?;
@@ -327,6 +341,10 @@ fn build_request(
     *req.headers_mut() = headers;
     req.extensions_mut().insert(PeerAddr(peer));
     req.extensions_mut().insert(LocalAddr(local));
+    req.extensions_mut().insert(scheme);
+    if let Some(subject) = client_cert {
+        req.extensions_mut().insert(subject);
+    }
     req.extensions_mut().insert(RawTarget(head.target.clone()));
     req.extensions_mut()
         .insert(RawHeaders(std::mem::take(&mut head.headers)));

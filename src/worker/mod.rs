@@ -18,6 +18,7 @@ mod write_out;
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -520,7 +521,9 @@ impl<'a> Worker<'a> {
                     }
                     let deadline = now + self.spec.config.header_timeout;
                     let conn = Conn::new(socket, addr.as_socket(), deadline);
-                    self.add_conn(conn);
+                    if let Some(conn) = self.on_listener(i, conn) {
+                        self.add_conn(conn);
+                    }
                     return true;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -553,6 +556,34 @@ impl<'a> Worker<'a> {
             }
         }
         false
+    }
+
+    /// Set up what a connection from listener `i` begins with: a TLS
+    /// session, a PROXY header to read. None: it is closed (logged).
+    fn on_listener(&mut self, i: usize, conn: Conn) -> Option<Conn> {
+        let listener = &self.spec.listeners[i];
+        if !listener.is_tls && !listener.expects_proxy_header {
+            return Some(conn);
+        }
+        let tls = match (&self.spec.config.tls, listener.is_tls) {
+            (_, false) => None,
+            (Some(tls), true) => match rustls::ServerConnection::new(Arc::clone(&tls.config)) {
+                Ok(session) => Some(session),
+                Err(e) => {
+                    log::error!("cannot start a TLS session: {e}");
+                    return None;
+                }
+            },
+            (None, true) => {
+                // The master checks that TLS binds have certificates.
+                log::error!(
+                    "{} is a TLS listener but no certificate is set",
+                    listener.name
+                );
+                return None;
+            }
+        };
+        Some(conn.on_listener(tls, listener.expects_proxy_header))
     }
 
     /// Whether to leave the waiting connection to a sibling holding fewer
@@ -681,7 +712,31 @@ impl<'a> Worker<'a> {
         self.read_and_serve(k);
         // Whatever is still open now waits for the client.
         self.watch(k);
+        self.watch_writable(k);
         self.park_if_idle(k);
+    }
+
+    /// Ask epoll to report writability of connection `k` only while its
+    /// output waits for the client (a stream, TLS records).
+    fn watch_writable(&mut self, k: usize) {
+        let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) else {
+            return;
+        };
+        let wants_write = conn.has_pending_output();
+        if wants_write == conn.wants_write || !conn.is_registered {
+            return;
+        }
+        conn.wants_write = wants_write;
+        let interest = if wants_write {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let _ = self.poll.registry().reregister(
+            &mut SourceFd(&conn.fd()),
+            Token(FIRST_CONN + k),
+            interest,
+        );
     }
 
     /// Take connection `k` off the hand-off table before reading from it.
@@ -711,6 +766,7 @@ impl<'a> Worker<'a> {
             return;
         };
         if conn.is_parked
+            || !conn.is_movable
             || conn.phase != Phase::Idle
             || !conn.is_registered
             || conn.read_eof
@@ -798,8 +854,12 @@ impl<'a> Worker<'a> {
             return;
         };
         if let Err(e) = conn.read_available(cap) {
-            log::debug!("read from {:?} failed: {e}", conn.peer);
-            self.close(k);
+            if conn.is_handshaking() {
+                self.handshake_failed(k, &e.to_string());
+            } else {
+                log::debug!("read from {:?} failed: {e}", conn.peer);
+                self.close(k);
+            }
             return;
         }
         if conn.phase == Phase::Lingering {
@@ -857,6 +917,17 @@ impl<'a> Worker<'a> {
                 self.finish(k, |conn, ctx| exchange::reject(conn, status, &reason, ctx));
             }
         }
+    }
+
+    /// A TLS handshake that failed or ran out of time: one debug line
+    /// (clients that give up are common, and not the server's fault),
+    /// counted for /metrics, and the connection closed.
+    fn handshake_failed(&mut self, k: usize, why: &str) {
+        if let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) {
+            log::debug!("TLS handshake with {} failed: {why}", conn.peer_label());
+            self.spec.slot.count_tls_handshake_failure();
+        }
+        self.close(k);
     }
 
     fn serve_request(&mut self, k: usize, head: crate::http::RequestHead) {
@@ -965,7 +1036,7 @@ impl<'a> Worker<'a> {
                 // client still sending its next lines loses that race.) The
                 // shutdown also sends the response the kernel held back
                 // (MSG_MORE) in one packet with the FIN.
-                let _ = conn.socket.shutdown(std::net::Shutdown::Write);
+                conn.shutdown_write();
                 if conn.buf.is_empty() && conn.read_eof {
                     self.close(k);
                 } else {
@@ -994,6 +1065,9 @@ impl<'a> Worker<'a> {
                 Phase::Head => self.finish(k, |conn, ctx| {
                     exchange::reject(conn, 408, "the request head took too long to arrive", ctx)
                 }),
+                Phase::Idle if conn.is_handshaking() => {
+                    self.handshake_failed(k, "the client took too long (--header-timeout)")
+                }
                 Phase::Idle | Phase::Lingering => self.close(k),
                 Phase::Streaming => {
                     log::debug!("a stream to {:?} went idle too long; closing it", conn.peer);
