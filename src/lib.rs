@@ -25,6 +25,7 @@
 //! thread makes every worker two-threaded; the master stays single-threaded).
 
 pub mod access_log;
+pub mod allow_list;
 pub mod app;
 pub mod apps;
 pub mod balance;
