@@ -36,6 +36,7 @@ pub mod http;
 pub mod listener;
 pub mod logging;
 pub mod master;
+pub mod proxy_protocol;
 pub mod server;
 pub mod stream;
 pub mod sys;
