@@ -31,6 +31,7 @@ pub mod apps;
 pub mod balance;
 pub mod config;
 pub mod config_file;
+pub mod forwarded;
 pub mod heartbeat;
 pub mod http;
 pub mod listener;
