@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::allow_list::AllowList;
 use crate::http::Limits;
 use crate::listener::{Bind, BindSpec};
 use crate::logging::{LogLevel, LogTarget};
@@ -255,6 +256,24 @@ pub struct Args {
     #[arg(long = "tls-min-version", value_name = "VERSION", default_value = "1.2", value_parser = tls_min_version)]
     pub tls_min_version: MinVersion,
 
+    /// Expect a PROXY protocol header (v1 or v2) on every bind (one bind: -b proxy+http://ADDR).
+    #[arg(long = "proxy-protocol")]
+    pub proxy_protocol: bool,
+
+    /// Addresses and networks (CIDR) allowed to send PROXY headers, comma-separated; * for any.
+    #[arg(long = "proxy-allow-from", value_name = "ADDRS", default_value = "127.0.0.1", value_parser = allow_list("--proxy-allow-from"))]
+    pub proxy_allow_from: AllowList,
+
+    /// Addresses and networks (CIDR) whose X-Forwarded-For/-Proto and Forwarded headers are believed; * for any.
+    #[arg(
+        long = "forwarded-allow-ips",
+        value_name = "ADDRS",
+        env = "FORWARDED_ALLOW_IPS",
+        default_value = "127.0.0.1,::1",
+        value_parser = allow_list("--forwarded-allow-ips")
+    )]
+    pub forwarded_allow_ips: AllowList,
+
     /// Run workers as this user (name or uid); the master binds first, so low ports work.
     #[arg(short = 'u', long, value_name = "USER")]
     pub user: Option<String>,
@@ -478,6 +497,12 @@ pub struct WorkerSettings {
     /// Certificates and keys for the TLS binds, read by the master (at
     /// start, and again on HUP); None when no bind is TLS.
     pub tls: Option<Tls>,
+    /// Peers allowed to send a PROXY header (`--proxy-allow-from`; default
+    /// 127.0.0.1); on a PROXY bind, others are closed at once.
+    pub proxy_allow_from: AllowList,
+    /// Peers whose forwarded headers are believed (`--forwarded-allow-ips`;
+    /// default 127.0.0.1 and ::1).
+    pub forwarded_allow_ips: AllowList,
 }
 
 /// A bad flag or value, with the fix.
@@ -651,6 +676,13 @@ fn umask(value: &str) -> Result<u32, String> {
     }
 }
 
+/// The value parser for a list of trusted addresses.
+fn allow_list(
+    flag: &'static str,
+) -> impl Fn(&str) -> Result<AllowList, String> + Clone + Send + Sync + 'static {
+    move |value| AllowList::parse(flag, value)
+}
+
 fn cert_reqs(value: &str) -> Result<ClientCerts, String> {
     match value.trim() {
         "0" => Ok(ClientCerts::None),
@@ -751,6 +783,9 @@ impl Config {
                 .collect::<Result<Vec<_>, _>>()?
         };
         let mut binds = binds;
+        if args.proxy_protocol {
+            binds.iter_mut().for_each(|b| b.expects_proxy_header = true);
+        }
         let tls = tls_settings(args, &mut binds)?;
         let worker_tmp_dir = match &args.worker_tmp_dir {
             Some(dir) => {
@@ -856,6 +891,8 @@ impl Config {
                 worker_identity,
                 initgroups: args.initgroups,
                 tls,
+                proxy_allow_from: args.proxy_allow_from.clone(),
+                forwarded_allow_ips: args.forwarded_allow_ips.clone(),
             },
         })
     }

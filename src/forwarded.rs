@@ -18,24 +18,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::allow_list::AllowList;
 
-/// The scheme the client used to reach the first proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    /// Plain HTTP.
-    Http,
-    /// HTTP over TLS.
-    Https,
-}
+// The scheme the client used to reach the first proxy: what apps see.
+pub use crate::app::Scheme;
 
 impl Scheme {
-    /// The scheme as a URL writes it: `http` or `https`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        }
-    }
-
     /// `http` or `https` in any case; anything else is not a scheme we serve.
     fn from_name(name: &[u8]) -> Option<Scheme> {
         if name.eq_ignore_ascii_case(b"https") {
@@ -73,6 +59,14 @@ pub fn resolve(peer: IpAddr, headers: &[(String, Vec<u8>)], trusted: &AllowList)
     if !trusted.allows(peer) {
         return Resolved::default();
     }
+    resolve_from_trusted(headers, trusted)
+}
+
+/// `resolve` for a peer trusted whatever its address: a unix socket's,
+/// which only a local proxy with the file's permissions can reach (as
+/// gunicorn trusts it). `trusted` still decides how far back the chain of
+/// proxies in the headers is believed.
+pub fn resolve_from_trusted(headers: &[(String, Vec<u8>)], trusted: &AllowList) -> Resolved {
     let mut forwarded: Option<ForwardedWalk> = None;
     let mut forwarded_for = ClientWalk::default();
     let mut proto = None;

@@ -148,6 +148,30 @@ impl Conn {
         self.peer_label = None;
     }
 
+    /// The PROXY header was the first `n` bytes read: what followed is the
+    /// client's, plain text for the request, or the start of the TLS
+    /// handshake, handed to the session (an error is a failed handshake).
+    pub fn after_proxy_header(&mut self, n: usize) -> io::Result<()> {
+        self.awaiting_proxy_header = false;
+        let Some(tls) = self.tls.as_deref_mut() else {
+            self.consume(n);
+            self.rescan();
+            return Ok(());
+        };
+        let mut rest = &self.buf[n.min(self.buf.len())..];
+        while !rest.is_empty() {
+            tls.read_tls(&mut rest)?;
+            tls.process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
+        flush_tls(tls, &self.socket, 0)?;
+        self.buf.clear();
+        self.rescan();
+        // The rest of the handshake may be in the socket already.
+        self.maybe_readable = true;
+        Ok(())
+    }
+
     /// Whether a TLS handshake is still under way.
     pub fn is_handshaking(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.is_handshaking())

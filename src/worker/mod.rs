@@ -35,6 +35,7 @@ use crate::config::WorkerSettings;
 use crate::heartbeat::{Slot, WorkerState};
 use crate::http::parse_head;
 use crate::listener::Listener;
+use crate::proxy_protocol;
 use crate::sys::process::{self, Pid};
 use crate::sys::signals::{self, Sig, SignalPipe};
 
@@ -565,6 +566,20 @@ impl<'a> Worker<'a> {
         if !listener.is_tls && !listener.expects_proxy_header {
             return Some(conn);
         }
+        if listener.expects_proxy_header
+            && let Some(peer) = conn.peer
+            && !self.spec.config.proxy_allow_from.allows(peer.ip())
+        {
+            // Anyone could claim any address in a PROXY header; only the
+            // proxies named may. (A unix socket's peer is local, and
+            // trusted like the file's permissions say.)
+            log::warn!(
+                "closed a connection from {peer} on {}: it is not in --proxy-allow-from ({}), so its PROXY header would not be believed",
+                listener.name,
+                self.spec.config.proxy_allow_from
+            );
+            return None;
+        }
         let tls = match (&self.spec.config.tls, listener.is_tls) {
             (_, false) => None,
             (Some(tls), true) => match rustls::ServerConnection::new(Arc::clone(&tls.config)) {
@@ -847,7 +862,60 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// Read the PROXY header a proxied connection begins with. True once
+    /// it is in (the real client's address replaces the peer's) and the
+    /// connection goes on to its TLS handshake or request; false while it
+    /// is still coming, or when the connection was closed.
+    fn read_proxy_header(&mut self, k: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) else {
+            return false;
+        };
+        if let Err(e) = conn.read_available(proxy_protocol::MAX_HEADER_BYTES) {
+            log::debug!("read from {:?} failed: {e}", conn.peer);
+            self.close(k);
+            return false;
+        }
+        match proxy_protocol::parse(&conn.buf) {
+            Ok(None) if conn.read_eof => {
+                log::debug!(
+                    "{} closed before sending its PROXY header",
+                    conn.peer_label()
+                );
+                self.close(k);
+                false
+            }
+            Ok(None) => false,
+            Ok(Some((header, n))) => {
+                if let proxy_protocol::Header::Proxied { source, .. } = header {
+                    conn.set_peer(source);
+                }
+                if let Err(e) = conn.after_proxy_header(n) {
+                    self.handshake_failed(k, &e.to_string());
+                    return false;
+                }
+                true
+            }
+            Err(e) => {
+                log::warn!(
+                    "closed a connection from {}: {e} (is the proxy in front sending the PROXY protocol, and is this bind meant to expect it?)",
+                    conn.peer_label()
+                );
+                self.close(k);
+                false
+            }
+        }
+    }
+
     fn read_and_serve(&mut self, k: usize) {
+        if self
+            .conns
+            .get(k)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.awaiting_proxy_header)
+            && !self.read_proxy_header(k)
+        {
+            return;
+        }
         let limits = &self.spec.config.limits;
         let cap = head_read_cap(limits);
         let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) else {
@@ -993,6 +1061,7 @@ impl<'a> Worker<'a> {
             beat_every: self.beat_every,
             slow_request_threshold: self.spec.config.slow_request_threshold,
             may_open_stream: self.streaming.len() < self.spec.config.max_streams_per_worker,
+            forwarded_allow_ips: &self.spec.config.forwarded_allow_ips,
             access_format: self.access_format.as_ref(),
             clock: &mut self.clock,
             out: &mut self.out,
