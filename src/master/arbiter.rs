@@ -774,6 +774,7 @@ impl Arbiter {
             target: &answer.target,
             // The slot does not keep the protocol version.
             version: "-",
+            scheme: "-",
             request_headers: &[],
             status: 504,
             response_headers: &http::HeaderMap::new(),

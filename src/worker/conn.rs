@@ -324,9 +324,15 @@ impl Conn {
                 }
             }
             if let Err(e) = tls.process_new_packets() {
-                // rustls queued an alert telling the client why; send it if
-                // the socket takes it now.
-                let _ = flush_tls(tls, socket, 0);
+                if is_plain_text(&e) {
+                    // Somebody typed http:// for an https:// port: tell them
+                    // in words they can read, as nginx does, not in an alert.
+                    let _ = (&*socket).write(PLAIN_HTTP_ON_TLS_PORT);
+                } else {
+                    // rustls queued an alert telling the client why; send
+                    // it if the socket takes it now.
+                    let _ = flush_tls(tls, socket, 0);
+                }
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
             flush_tls(tls, socket, 0)?;
@@ -474,6 +480,18 @@ impl Conn {
             self.out = Vec::new();
         }
     }
+}
+
+/// The answer to a plain-text request on a TLS listener.
+const PLAIN_HTTP_ON_TLS_PORT: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 52\r\nConnection: close\r\n\r\nThis port speaks HTTPS: use https:// to talk to it.\n";
+
+/// Whether a TLS error means the client spoke something else: its first
+/// byte is no TLS record type (a request line starts with a letter).
+fn is_plain_text(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+    )
 }
 
 /// Send TLS records the session holds, as far as the socket takes them

@@ -85,7 +85,7 @@ pub fn serve(
     if client.is_forwarded {
         let label = client
             .addr
-            .map_or_else(|| "-".to_owned(), |a| a.ip().to_string());
+            .map_or_else(|| "-".to_owned(), |a| a.to_string());
         ctx.slot.begin_request(&head.method, &head.target, &label);
     } else {
         ctx.slot
@@ -209,6 +209,7 @@ fn exchange(
     crate::sys::signals::mark_response_started();
     let completion = Completion {
         peer: client.addr,
+        scheme: client.scheme,
         method: head.method,
         target: head.target,
         version: head.version,
