@@ -749,8 +749,9 @@ fn zero_is_none(d: Duration) -> Option<Duration> {
 }
 
 impl Config {
-    /// Check every flag and build the config. Nothing is bound or opened here
-    /// except a probe file in the worker tmp dir.
+    /// Check every flag and build the config. Nothing is bound here; the
+    /// files opened are a probe file in the worker tmp dir and the TLS
+    /// certificates and keys, which are read and checked (`tls::Tls::load`).
     pub fn from_args(args: &Args) -> Result<Config, ConfigError> {
         if args.worker_class != "sync" {
             bail!(

@@ -118,6 +118,13 @@ impl Tls {
         let mut config = builder.with_cert_resolver(resolver);
         // Only HTTP/1.1 is spoken; a client offering h2 as well gets http/1.1.
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Session tickets sealed with a key made here, in the master: every
+        // worker inherits it at fork, so a client resumes its session on
+        // whichever worker accepts its next connection (a per-process
+        // session cache would find it one time in `-w`). Each HUP makes a
+        // new key; rustls rotates it every few hours besides.
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+            .map_err(|e| format!("cannot make a TLS session ticket key: {e}"))?;
         Ok(Tls {
             files,
             config: Arc::new(config),
