@@ -290,7 +290,12 @@ impl Conn {
     /// come. A TLS error (a failed handshake, a bad record) is InvalidData.
     fn read_once_tls(&mut self) -> io::Result<usize> {
         let Conn {
-            tls, socket, buf, ..
+            tls,
+            socket,
+            buf,
+            maybe_readable,
+            peer_closed,
+            ..
         } = self;
         let Some(tls) = tls.as_deref_mut() else {
             return Ok(0);
@@ -313,12 +318,20 @@ impl Conn {
                 Some(n) => return Ok(n),
                 None => {}
             }
+            if !*maybe_readable {
+                // The last read from the socket was short: it is empty.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
             match tls.read_tls(&mut &*socket) {
                 Ok(0) => break,
+                // rustls asks for at least TLS_READ_SIZE bytes: fewer means
+                // the kernel had no more just now, as in `read_once`. Saves
+                // an EAGAIN read per request.
+                Ok(n) if n < TLS_READ_SIZE && !*peer_closed => *maybe_readable = false,
                 Ok(_) => {}
                 Err(e) => {
                     if e.kind() == io::ErrorKind::WouldBlock {
-                        self.maybe_readable = false;
+                        *maybe_readable = false;
                     }
                     return Err(e);
                 }
@@ -481,6 +494,10 @@ impl Conn {
         }
     }
 }
+
+/// The least rustls asks of the socket in one read (its deframer's
+/// READ_SIZE): a read that returns fewer bytes emptied the socket.
+const TLS_READ_SIZE: usize = 4096;
 
 /// The answer to a plain-text request on a TLS listener.
 const PLAIN_HTTP_ON_TLS_PORT: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 52\r\nConnection: close\r\n\r\nThis port speaks HTTPS: use https:// to talk to it.\n";
