@@ -135,10 +135,33 @@ impl Builder {
         self
     }
 
-    /// Listen on `addr` (`HOST:PORT`, `[IPV6]:PORT`, `unix:PATH`, `fd://N`);
-    /// call again for more listeners.
+    /// Listen on `addr` (`HOST:PORT`, `[IPV6]:PORT`, `unix:PATH`, `fd://N`,
+    /// `https://ADDR` for TLS, `proxy+http://ADDR` for a PROXY header
+    /// first); call again for more listeners.
     pub fn bind(self, addr: &str) -> Builder {
         self.option("bind", addr)
+    }
+
+    /// Serve TLS with this certificate chain and key (PEM files) on the
+    /// `https://` binds, or on every bind if none is marked; call again
+    /// for more names (SNI). The master reads them before it forks, and
+    /// again on HUP.
+    ///
+    /// ```no_run
+    /// use forkhorn::Server;
+    /// use forkhorn::app::{Request, Response, Scheme, respond};
+    ///
+    /// Server::builder()
+    ///     .bind("https://0.0.0.0:8443")
+    ///     .tls("/etc/ssl/site.pem", "/etc/ssl/site.key")
+    ///     .app(|req: Request<'_>| -> Response {
+    ///         let https = req.extensions().get::<Scheme>() == Some(&Scheme::Https);
+    ///         respond(200, "text/plain", if https { "secure\n" } else { "plain\n" })
+    ///     })
+    ///     .run();
+    /// ```
+    pub fn tls(self, certfile: &str, keyfile: &str) -> Builder {
+        self.option("certfile", certfile).option("keyfile", keyfile)
     }
 
     /// Worker processes to run.

@@ -277,3 +277,42 @@ fn proxied_clients_are_checked_for_forwarded_headers_too() {
     let (raw, _) = exchange(port, &[request]);
     assert_eq!(echo_json(&raw)["client_addr"], "198.51.100.7:40123");
 }
+
+#[test]
+fn the_control_socket_names_the_proxied_client_of_a_request_in_flight() {
+    let socket = common::TempFile::new("ctl.sock");
+    let server = Server::start(&[
+        "-w",
+        "1",
+        "--control-socket",
+        socket.as_str(),
+        "-b",
+        "proxy+http://127.0.0.1:0",
+        "chaos",
+    ]);
+    let port = port_of(&server, "proxy+http://127.0.0.1:");
+    let sleeper = std::thread::spawn(move || {
+        exchange(
+            port,
+            &[b"PROXY TCP4 198.51.100.7 10.0.0.1 40123 443\r\n\
+                GET /sleep?s=2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"],
+        )
+    });
+    let mut peer = String::new();
+    let named = common::wait_until(EVENTUALLY, || {
+        let rows = common::ctl_json(socket.path(), &["workers"])["workers"].clone();
+        peer = rows[0]["request"]["peer"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        !peer.is_empty()
+    });
+    assert!(named, "a request in flight is listed");
+    assert_eq!(peer, "198.51.100.7:40123");
+    let (raw, _) = sleeper.join().expect("the sleeper");
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&raw)
+    );
+}
