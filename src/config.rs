@@ -723,6 +723,11 @@ fn tls_settings(args: &Args, binds: &mut [Bind]) -> Result<Option<Tls>, ConfigEr
         binds.iter_mut().for_each(|b| b.is_tls = true);
     }
     if !binds.iter().any(|b| b.is_tls) {
+        if args.ca_certs.is_some() || args.cert_reqs != ClientCerts::None {
+            bail!(
+                "--ca-certs and --cert-reqs ask TLS clients for certificates, but no bind is TLS; give --certfile and --keyfile (and an https:// bind)"
+            );
+        }
         return Ok(None);
     }
     if args.certfile.is_empty() {
@@ -966,6 +971,115 @@ mod tests {
         assert_eq!(c.master.backlog, 2048);
         assert_eq!(c.worker.workers, 2);
         assert_eq!(c.master.access_log, None);
+    }
+
+    /// A self-signed certificate and its key, written to a fresh directory.
+    fn cert_pair(name: &str) -> (String, String) {
+        let dir =
+            std::env::temp_dir().join(format!("forkhorn-config-tls-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let made =
+            rcgen::generate_simple_self_signed(vec![format!("{name}.test")]).expect("certificate");
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, made.cert.pem()).expect("write");
+        std::fs::write(&key, made.signing_key.serialize_pem()).expect("write");
+        let text = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+        (text(&cert), text(&key))
+    }
+
+    #[test]
+    fn certfile_without_an_https_bind_makes_every_bind_tls() {
+        let (cert, key) = cert_pair("every");
+        let c = parse(&[
+            "-b",
+            "127.0.0.1:1",
+            "-b",
+            "127.0.0.1:2",
+            "--certfile",
+            &cert,
+            "--keyfile",
+            &key,
+        ])
+        .expect("config");
+        assert!(c.master.binds.iter().all(|b| b.is_tls));
+        assert!(c.worker.tls.is_some());
+        let c = parse(&[
+            "-b",
+            "https://127.0.0.1:1",
+            "-b",
+            "127.0.0.1:2",
+            "--certfile",
+            &cert,
+            "--keyfile",
+            &key,
+        ])
+        .expect("config");
+        let marks: Vec<bool> = c.master.binds.iter().map(|b| b.is_tls).collect();
+        assert_eq!(marks, [true, false], "only the https:// bind");
+    }
+
+    #[test]
+    fn tls_flags_that_cannot_work_are_refused_with_the_fix() {
+        let (cert, key) = cert_pair("refused");
+        let cases: [(&[&str], &str); 5] = [
+            (
+                &["-b", "https://127.0.0.1:1"],
+                "give --certfile FILE and --keyfile FILE",
+            ),
+            (&["--certfile", &cert], "give one --keyfile per --certfile"),
+            (
+                &["--certfile", &cert, "--keyfile", &key, "--cert-reqs", "2"],
+                "--cert-reqs 2 needs --ca-certs",
+            ),
+            (&["--cert-reqs", "1"], "no bind is TLS"),
+            (
+                &[
+                    "--certfile",
+                    &cert,
+                    "--keyfile",
+                    &key,
+                    "--tls-min-version",
+                    "1.1",
+                ],
+                "use 1.2 or 1.3",
+            ),
+        ];
+        for (args, want) in cases {
+            let err = parse(args).expect_err("refused");
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+        let err = parse(&["--cert-reqs", "3"]).expect_err("refused");
+        assert!(err.contains("--cert-reqs 3: use 0"), "{err}");
+    }
+
+    #[test]
+    fn proxy_protocol_marks_every_bind_and_allow_lists_parse() {
+        let c = parse(&[
+            "-b",
+            "127.0.0.1:1",
+            "-b",
+            "unix:/tmp/x.sock",
+            "--proxy-protocol",
+        ])
+        .expect("config");
+        assert!(c.master.binds.iter().all(|b| b.expects_proxy_header));
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        assert!(c.worker.proxy_allow_from.allows(ip("127.0.0.1")));
+        assert!(!c.worker.proxy_allow_from.allows(ip("10.0.0.1")));
+        assert!(c.worker.forwarded_allow_ips.allows(ip("::1")));
+        let c = parse(&[
+            "--forwarded-allow-ips",
+            "10.0.0.0/8",
+            "--proxy-allow-from",
+            "*",
+        ])
+        .expect("config");
+        assert!(c.worker.forwarded_allow_ips.allows(ip("10.1.2.3")));
+        assert!(!c.worker.forwarded_allow_ips.allows(ip("127.0.0.1")));
+        assert!(c.worker.proxy_allow_from.allows(ip("192.0.2.1")));
+        let err = parse(&["--forwarded-allow-ips", "10.0.0.300"]).expect_err("refused");
+        assert!(err.starts_with("--forwarded-allow-ips 10.0.0.300"), "{err}");
     }
 
     #[test]
