@@ -73,6 +73,12 @@ POST_BYTES = 4096
 # The TLS phase: forkhorn (rustls) and nginx (OpenSSL) serve hello over https with one certificate.
 TLS_PEERS = ("forkhorn", "nginx")
 TLS_KA, TLS_CLOSE = "TLS hello keep-alive c16", "TLS new handshakes (Connection: close) c16"
+# wrk's URL host in the TLS phase: a name (resolving to 127.0.0.1 only, see below), so that wrk's SNI is a
+# host name as real clients send; with 127.0.0.1 wrk puts the IP address in SNI, which RFC 6066 forbids.
+TLS_HOST = "localhost"
+# LD_PRELOAD shim that keeps wrk from resuming TLS sessions (see the file); built in the TLS phase.
+NO_RESUME_SRC = SCRIPTS / "wrk_no_resume.c"
+NO_RESUME: dict = {"so": None}
 
 T_START = time.perf_counter()
 TMP = Path(tempfile.mkdtemp(prefix="forkhorn-bench-"))
@@ -420,6 +426,7 @@ class Server:
         self.kind, self.app, self.nworkers, self.extra = kind, app, workers, list(extra)
         # (certificate, key) PEM files: serve https (forkhorn and nginx only), else None
         self.tls = tls
+        self.nginx_conf: str | None = None  # another nginx.conf template than the kind's (the TLS phase's check)
         # module:app from scripts/python_bench/ (the Python phase), else None
         self.pyapp = pyapp
         # forkhorn's embedded interpreter finds Flask in the benchmark's venv, as an activated venv would
@@ -458,7 +465,7 @@ class Server:
                     "--worker-tmp-dir", "/dev/shm", "--chdir", str(SCRIPTS), *self.extra, f"bench_wsgi:{self.app}"]
         conf = self.dir / "nginx.conf"
         cert, key = self.tls or (None, None)
-        conf.write_text((NGINX_CONF_TLS if self.tls else NGINX_CONF).format(
+        conf.write_text((self.nginx_conf or (NGINX_CONF_TLS if self.tls else NGINX_CONF)).format(
             workers=self.nworkers, dir=self.dir, host=HOST, port=self.port, cert=cert, key=key))
         return [NGINX, "-p", str(self.dir), "-c", str(conf), "-e", str(self.dir / "error.log")]
 
@@ -631,15 +638,20 @@ def tcp_passive_opens() -> int | None:
 def wrk(port: int, path: str = "/", conns: int = 16, duration: float = 10, close: bool = False,
         post: bool = False, limit: int | None = None, threads: int = 2, label: str = "",
         server: "Server | None" = None, tls: bool = False) -> dict:
+    """One wrk run. With tls: https://TLS_HOST:port, and wrk never resumes a TLS session (the
+    LD_PRELOAD shim built by the TLS phase, when it could be built)."""
     script = lua_script(post, (limit + threads - 1) // threads if limit else None)
     argv = [WRK, f"-t{threads}", f"-c{conns}", f"-d{duration:g}s", "--latency"]
     if close:
         argv += ["-H", "Connection: close"]
-    scheme = "https" if tls else "http"
-    argv += ["-s", str(script), f"{scheme}://{HOST}:{port}{path}"]
+    url = f"https://{TLS_HOST}:{{}}{path}" if tls else f"http://{HOST}:{{}}{path}"
+    argv += ["-s", str(script), url.format(port)]
+    env = None
+    if tls and NO_RESUME["so"]:
+        env = {**os.environ, "LD_PRELOAD": str(NO_RESUME["so"])}
     if label:
-        note_cmd(f"wrk {label}", [a if a != str(script) else f"scripts/.logs/{script.name}" for a in argv[:-1]]
-                 + [f"{scheme}://{HOST}:$PORT{path}"])
+        COMMANDS.setdefault(f"wrk {label}", ("LD_PRELOAD=$TMP/wrk_no_resume.so " if env else "") + quote(
+            [a if a != str(script) else f"scripts/.logs/{script.name}" for a in argv[:-1]] + [url.format("$PORT")]))
     if not limit:
         settle()
     meter = CpuMeter([server])
@@ -647,7 +659,7 @@ def wrk(port: int, path: str = "/", conns: int = 16, duration: float = 10, close
     if limit:
         mark = TMP / "wrk.mark"
         mark.unlink(missing_ok=True)
-        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as p:
             deadline = time.perf_counter() + duration
             while p.poll() is None and time.perf_counter() < deadline:
                 if mark.exists() and mark.read_text().count("done") >= threads:
@@ -658,7 +670,7 @@ def wrk(port: int, path: str = "/", conns: int = 16, duration: float = 10, close
             out, err = p.communicate(timeout=30)
         rc = p.returncode
     else:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 120)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 120, env=env)
         out, err, rc = p.stdout, p.stderr, p.returncode
     m = re.search(r"BENCHJSON (\{.*\})", out)
     if not m:
@@ -1020,6 +1032,24 @@ class Bench:
         out: dict = {"unavailable": {}, "runs": self.tls_runs, "dur": self.tls_dur, "workers": 2}
         self.R["tls"] = out
         cert, key = make_cert(CERT_DIR)
+        NO_RESUME["so"], why = build_no_resume()
+        if not NO_RESUME["so"]:
+            anomaly(f"TLS phase: the shim that keeps wrk from resuming TLS sessions could not be built ({why[:200]}); "
+                    f"wrk resumes sessions where a server issues tickets, so that server's handshake figure counts "
+                    f"resumptions")
+        try:
+            self._phase_tls(out, cert, key)
+        finally:
+            NO_RESUME["so"] = None
+
+    def _phase_tls(self, out: dict, cert: Path, key: Path):
+        out["client_check"] = self.tls_client_check(cert, key)
+        cc = out["client_check"]
+        log(f"tls wrk client check (nginx with tickets on): {cc}")
+        if cc.get("resumed") or not cc.get("connections"):
+            anomaly(f"TLS phase: wrk{' with the no-resume shim' if cc.get('shim') else ''} resumed {cc.get('resumed')} "
+                    f"of {cc.get('connections')} `Connection: close` connections to an nginx that issues tickets: "
+                    f"against a server that issues tickets its handshake figure counts resumptions")
         out["certificate"] = sh(f"{OPENSSL} x509 -in {cert} -noout -subject -ext subjectAltName 2>&1 | tr -s '\\n ' ' '; "
                                 f"{OPENSSL} pkey -in {key} -noout -text 2>&1 | grep -E 'ASN1 OID|NIST CURVE' | tr -s '\\n ' ' '")
         srv: dict = {}
@@ -1039,15 +1069,21 @@ class Bench:
         for k, n in out["negotiated"].items():
             log(f"tls {k:8s} negotiated {n}")
             if n.get("resumed"):
-                anomaly(f"TLS phase: {k} resumed TLS sessions offered by Python's client (TLS 1.3 "
-                        f"{n['TLSv1.3']['resumed']}, TLS 1.2 {n['TLSv1.2']['resumed']} second connections): its session "
-                        f"tickets or session cache are on, so wrk's reconnects (which offer the last session) may "
-                        f"not all be full handshakes")
+                full = NO_RESUME["so"] and not out["client_check"].get("resumed")
+                anomaly(f"TLS phase: {k} resumes TLS sessions (second connections offering the first one's session, "
+                        f"from Python's client: TLS 1.3 {n['TLSv1.3']['resumed']}, TLS 1.2 {n['TLSv1.2']['resumed']} "
+                        f"resumed): its session tickets or session cache are on"
+                        + (" (forkhorn has no option to turn them off)" if k == "forkhorn" else "") + ". "
+                        + ("wrk never offers a session here (no-resume shim, checked), so its handshakes with "
+                           f"{k} are still full ones, each also issuing tickets" if full else
+                           f"wrk offers its last session on each reconnect, so {k}'s handshake figure counts "
+                           f"resumptions and is not comparable"))
         if len({(n.get("version"), n.get("cipher")) for n in out["negotiated"].values()}) > 1:
             anomaly(f"TLS phase: the servers negotiated different protocols or ciphers with the same client: "
                     f"{ {k: (n.get('version'), n.get('cipher')) for k, n in out['negotiated'].items()} }")
         time.sleep(0.5)
         idle = {k: self.tls_mem_snapshot(s) for k, s in srv.items()}
+        log_start = {k: s.log_path.stat().st_size for k, s in srv.items()}  # what forkhorn logs under load, below
         # One unrecorded second each, so that neither server's first run pays for its warm-up.
         for s in srv.values():
             wrk(s.port, "/", 16, 1, tls=True)
@@ -1072,7 +1108,10 @@ class Bench:
                 f"{[(w.get('VmRSS'), w.get('Private')) for w in after[k]['workers']]}")
         fh = srv.get("forkhorn")
         if fh is not None:
-            bad = re.findall(r"(?m)^.*\[(?:WARNING|ERROR|CRITICAL)\].*$", fh.log_path.read_text(errors="replace"))
+            with open(fh.log_path, "rb") as f:
+                f.seek(log_start["forkhorn"])
+                text = f.read().decode(errors="replace")
+            bad = re.findall(r"(?m)^.*\[(?:WARNING|ERROR|CRITICAL)\].*$", text)
             out["forkhorn_log_problems"] = {"count": len(bad), "first": bad[:5]}
             if bad:
                 anomaly(f"TLS phase: forkhorn logged {len(bad)} warning/error lines under TLS load, e.g. "
@@ -1095,6 +1134,27 @@ class Bench:
                 if v["failed"]:
                     anomaly(f"TLS phase: {k} {name}: {v['failed']} failed requests (socket errors "
                             f"{v['sock_errors']}, non-2xx {v['non2xx']}) over {self.tls_runs} run(s)")
+
+    def tls_client_check(self, cert: Path, key: Path) -> dict:
+        """The load generator's own behaviour, checked on an nginx that does issue session tickets and logs
+        $ssl_session_reused: how many of wrk's `Connection: close` connections resumed a session (must be 0)."""
+        s = Server("nginx", "hello", tls=(cert, key), label="nginx-tls-client-check")
+        s.nginx_conf = NGINX_CONF_TLS.replace("ssl_session_tickets off;", "ssl_session_tickets on;").replace(
+            "    access_log off;\n", "    log_format reused '$ssl_session_reused';\n"
+                                    "    access_log {dir}/reused.log reused;\n")
+        try:
+            s.start()
+            res = wrk(s.port, "/", 16, 1, close=True, tls=True)
+        except (RuntimeError, OSError) as e:
+            return {"error": str(e)[:300], "shim": bool(NO_RESUME["so"])}
+        finally:
+            s.stop()
+        try:
+            marks = (s.dir / "reused.log").read_text().split()
+        except OSError:
+            marks = []
+        return {"connections": len(marks), "resumed": marks.count("r"), "requests": res["requests"],
+                "shim": bool(NO_RESUME["so"])}
 
     def tls_mem_snapshot(self, s: Server) -> dict:
         """/proc/PID/status (VmRSS, RssAnon) and smaps_rollup (Rss, Pss, Private) of the master and each worker."""
@@ -1348,6 +1408,24 @@ def make_cert(d: Path) -> tuple[Path, Path]:
             raise RuntimeError(f"{quote(argv)} failed ({p.returncode}): {p.stderr[-400:]}")
         COMMANDS.setdefault(label, quote(argv).replace(str(d), "$CERTDIR"))
     return cert, key
+
+
+def build_no_resume() -> tuple[Path | None, str]:
+    """Build the LD_PRELOAD shim that keeps wrk from resuming TLS sessions: (path, "") or (None, why)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return None, "no C compiler (cc)"
+    so = TMP / "wrk_no_resume.so"
+    argv = [cc, "-O2", "-shared", "-fPIC", "-o", so, NO_RESUME_SRC, "-ldl"]
+    try:
+        p = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, str(e)
+    if p.returncode:
+        return None, p.stderr.strip()
+    COMMANDS.setdefault("wrk no-resume shim (LD_PRELOAD, built once)", quote(["cc", *argv[1:]]).replace(str(TMP), "$TMP")
+                        .replace(str(ROOT) + "/", ""))
+    return so, ""
 
 
 def tls_probe(port: int, tries: int = 8) -> dict:
@@ -1917,13 +1995,28 @@ def write_tls_section(R: dict, a, section) -> None:
     a(f"Both servers serve hello over https on 127.0.0.1 with {S.get('workers', 2)} worker processes and access "
       "logs off, with one certificate made at the start of the phase (`openssl`, an ECDSA P-256 key, self-signed "
       f"for localhost and 127.0.0.1: {S.get('certificate', '?').strip()}) and the same TLS settings: TLS 1.2 and "
-      "1.3, each server's default ciphers, no session tickets and no session cache, so every new connection is a "
-      f"full handshake. forkhorn uses rustls; {M.get('nginx', 'nginx').replace('nginx version: ', '')} uses the "
-      "system's OpenSSL. Load: `wrk -t2 -c16 --latency https://...` (wrk verifies no certificate), keep-alive, "
-      "and with `-H \"Connection: close\"`, where the server closes after each response and wrk reconnects, so "
-      f"each request is a new TCP connection and a full TLS handshake; {S['runs']} run(s) of {S['dur']} s each, "
-      "servers' order rotated run by run, after an unrecorded 1 s warm-up of each; medians. Ratios are "
-      "forkhorn / nginx.\n")
+      "1.3, each server's default ciphers, "
+      + ("no session tickets and no session cache (nginx: `ssl_session_tickets off; ssl_session_cache off;`)"
+         if not neg.get("forkhorn", {}).get("resumed") else
+         "and on nginx no session tickets and no session cache (`ssl_session_tickets off; ssl_session_cache off;`); "
+         "forkhorn issues session tickets and has no option to turn them off (see the resumption check below), "
+         "and the client is kept from resuming instead")
+      + f", so every new connection is a full handshake. forkhorn uses rustls; {M.get('nginx', 'nginx').replace('nginx version: ', '')} uses the "
+      "system's OpenSSL. Load: `wrk -t2 -c16 --latency https://localhost:$PORT/` (wrk verifies no certificate; "
+      "`localhost` is 127.0.0.1 here, and a host name so that wrk's SNI is a name, as real clients send, rather "
+      "than the IP address that RFC 6066 forbids there), keep-alive, and with `-H \"Connection: close\"`, where "
+      "the server closes after each response and wrk reconnects, so each request is a new TCP connection and a "
+      f"full TLS handshake; {S['runs']} run(s) of {S['dur']} s each, servers' order rotated run by run, after an "
+      "unrecorded 1 s warm-up of each; medians. Ratios are forkhorn / nginx.\n")
+    cc = S.get("client_check", {})
+    a("A full handshake on every new connection also needs the client not to offer a session: wrk keeps each "
+      "connection's last session across its reconnects and offers it, so against a server that issues session "
+      "tickets most of its `Connection: close` connections would be resumptions. wrk therefore runs with a small "
+      "`LD_PRELOAD` shim (`scripts/wrk_no_resume.c`) that drops the session before each reconnect"
+      + (f". Check at the start of the phase, `Connection: close` for 1 s against an nginx with session tickets "
+         f"on that logs `$ssl_session_reused`: {cc.get('resumed')} of {cc.get('connections')} connections resumed"
+         if "connections" in cc else f" (check failed: {cc.get('error', 'not run')})")
+      + ("" if cc.get("shim") else " (**the shim could not be built: wrk ran as is**)") + ".\n")
     if neg:
         a("Negotiated with Python's client (any version; then each version alone, with how many second "
           "connections offering the first one's session resumed it, which must be none with tickets and the "
@@ -1955,6 +2048,10 @@ def write_tls_section(R: dict, a, section) -> None:
       "reconnect (nginx ends a connection after its default `keepalive_requests 1000`); machine-wide, so other "
       "processes' loopback connections can only raise it. `server CPU µs/req` is the CPU time of the server's "
       "whole process group per request, so per handshake in the `Connection: close` rows.\n")
+    lp = S.get("forkhorn_log_problems")
+    if lp is not None:
+        a(f"forkhorn's log during the load (warm-up and runs): {lp['count']} warning/error lines"
+          + (f", e.g. `{lp['first'][0].strip()[:200]}`" if lp["first"] else "") + ".\n")
     mem = S.get("memory", {})
     if mem:
         a("Memory per worker (kB; VmRSS and RssAnon from /proc/PID/status, Rss, Pss and Private = "
@@ -2324,9 +2421,11 @@ def readme_tls_lines(R: dict, mark) -> list[str]:
         return tp.get(scn, {}).get(k, {}).get(key)
 
     neg = S.get("negotiated", {}).get("nginx") or S.get("negotiated", {}).get("forkhorn") or {}
+    tickets = ("no session tickets or cache on either" if not S.get("negotiated", {}).get("forkhorn", {}).get("resumed")
+               else "no session tickets or cache on nginx; forkhorn issues tickets, which wrk is kept from using")
     lines = [
         f"TLS, forkhorn (rustls) against nginx {R['machine']['nginx'].split('/')[-1]} (OpenSSL) with one ECDSA P-256 "
-        "self-signed certificate, TLS 1.2 and 1.3, no session tickets or cache on either (every new connection "
+        f"self-signed certificate, TLS 1.2 and 1.3, {tickets} (every new connection "
         f"is a full handshake{', ' + neg['version'] + ' ' + neg['cipher'] if neg.get('version') else ''}), "
         f"2 workers each, `wrk -t2 -c16 https://...` (median of {S['runs']} runs of {S['dur']} s):",
         "",
