@@ -91,7 +91,11 @@ pub fn serve(
         ctx.slot
             .begin_request(&head.method, &head.target, conn.peer_label());
     }
-    crate::sys::signals::set_current_request(Some(conn.fd()));
+    // The timeout handler writes its 504 straight to the socket, which on a
+    // TLS connection would be bytes the client cannot decrypt (the session's
+    // keys die with the worker): that client sees the connection close.
+    let answerable = conn.tls.is_none().then(|| conn.fd());
+    crate::sys::signals::set_current_request(answerable);
     let after = exchange(conn, head, client, app, ctx, started);
     crate::sys::signals::set_current_request(None);
     conn.served += 1;
