@@ -191,14 +191,29 @@ pub fn on_error(hook: ErrorHook) {
     let _ = ON_ERROR.set(hook);
 }
 
+/// Whether a line at `level` from the module `target` is written under
+/// `--log-level setting`. `--log-level debug` is for forkhorn's own lines:
+/// the libraries' debug output (rustls prints every ClientHello whole, mio
+/// every registration) would bury them; their warnings still show, except
+/// rustls's.
+fn shows(setting: LogLevel, target: &str, level: LogLevel) -> bool {
+    let floor = if target.starts_with("forkhorn") {
+        LogLevel::Debug
+    } else if target.starts_with("rustls") {
+        // rustls warns about what clients send (an IP address as the server
+        // name, say), once per handshake: a client's habit, not the
+        // server's problem, and one a load balancer repeats a thousand
+        // times a second. forkhorn logs failed handshakes itself, at debug.
+        LogLevel::Error
+    } else {
+        LogLevel::Warning
+    };
+    level >= setting && level >= floor
+}
+
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        let level = LogLevel::of(metadata);
-        // `--log-level debug` is for forkhorn's own lines: the libraries'
-        // debug output (rustls prints every ClientHello whole, mio every
-        // registration) would bury them. Their warnings still show.
-        let is_ours = metadata.target().starts_with("forkhorn");
-        level >= self.level && (is_ours || level >= LogLevel::Warning)
+        shows(self.level, metadata.target(), LogLevel::of(metadata))
     }
 
     fn log(&self, record: &log::Record<'_>) {
@@ -368,5 +383,22 @@ pub fn access(line: &str) {
     buf.push('\n');
     if let Ok(mut sink) = sink.lock() {
         sink.write_line(buf.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LogLevel, shows};
+
+    #[test]
+    fn libraries_speak_only_when_it_matters() {
+        use LogLevel::{Debug, Error, Info, Warning};
+        assert!(shows(Debug, "forkhorn::worker", Debug));
+        assert!(!shows(Info, "forkhorn::worker", Debug));
+        assert!(!shows(Debug, "mio::poll", Debug));
+        assert!(shows(Debug, "mio::poll", Warning));
+        assert!(!shows(Debug, "rustls::server::hs", Warning));
+        assert!(shows(Info, "rustls::server::hs", Error));
+        assert!(!shows(Error, "forkhorn::master", Warning));
     }
 }
