@@ -125,6 +125,12 @@ impl Tls {
         // new key; rustls rotates it every few hours besides.
         config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
             .map_err(|e| format!("cannot make a TLS session ticket key: {e}"))?;
+        // The ticketer refuses to open a ticket longer than the longest it
+        // has sealed itself (so garbage costs no decryption), and a worker
+        // fresh from fork has sealed none: it would turn away every ticket
+        // until its own first one. One sealed here, as long as a ticket
+        // carrying a client certificate chain may be, is inherited.
+        let _ = config.ticketer.encrypt(&[0u8; 16 * 1024]);
         Ok(Tls {
             files,
             config: Arc::new(config),

@@ -295,6 +295,7 @@ impl Conn {
             buf,
             maybe_readable,
             peer_closed,
+            read_eof,
             ..
         } = self;
         let Some(tls) = tls.as_deref_mut() else {
@@ -302,6 +303,7 @@ impl Conn {
         };
         // What an earlier turn could not send (the socket was full) goes first.
         flush_tls(tls, socket, 0)?;
+        let mut added = 0;
         loop {
             let plain =
                 SCRATCH.with_borrow_mut(|scratch| match tls.reader().read(&mut scratch[..]) {
@@ -313,9 +315,20 @@ impl Conn {
                     Err(e) => Err(e),
                 })?;
             match plain {
-                // The client's close_notify: a clean end of stream.
+                // The client's close_notify: a clean end of stream, after
+                // what it sent before it.
                 Some(0) => break,
-                Some(n) => return Ok(n),
+                // More may come from the socket: the caller reads on, up
+                // to its cap.
+                Some(n) if *maybe_readable => return Ok(n),
+                // The socket is empty, so no event will bring us back:
+                // take all the session holds now (pipelined requests, a
+                // close_notify behind them).
+                Some(n) => {
+                    added += n;
+                    continue;
+                }
+                None if added > 0 => return Ok(added),
                 None => {}
             }
             if !*maybe_readable {
@@ -350,9 +363,9 @@ impl Conn {
             }
             flush_tls(tls, socket, 0)?;
         }
-        self.read_eof = true;
-        self.maybe_readable = false;
-        Ok(0)
+        *read_eof = true;
+        *maybe_readable = false;
+        Ok(added)
     }
 
     /// Read at least one byte, waiting up to `idle` for it. Ok(0) is end of stream.
