@@ -11,6 +11,8 @@ enum Atom {
     Literal(String),
     /// Remote address.
     Host,
+    /// `http` or `https` (`%(scheme)s`; forkhorn's own atom).
+    Scheme,
     /// Always `-` (identd, as in gunicorn).
     Ident,
     /// User name from Basic auth, else `-`.
@@ -63,6 +65,7 @@ enum Atom {
 ///     method: "GET",
 ///     target: "/a?b=1",
 ///     version: "HTTP/1.1",
+///     scheme: "https",
 ///     request_headers: &headers,
 ///     status: 204,
 ///     response_headers: &http::HeaderMap::new(),
@@ -95,6 +98,8 @@ pub struct Record<'a> {
     pub target: &'a str,
     /// Protocol, e.g. `HTTP/1.1` (`%(H)s`).
     pub version: &'a str,
+    /// `http` or `https`, as the app saw it (`%(scheme)s`).
+    pub scheme: &'a str,
     /// Request headers in arrival order, names as sent; lookups ignore case.
     pub request_headers: &'a [(String, Vec<u8>)],
     /// Response status code (`%(s)s`).
@@ -165,6 +170,7 @@ impl Format {
                 Atom::Path => out.push_str(r.target.split('?').next().unwrap_or("")),
                 Atom::Query => out.push_str(r.target.split_once('?').map_or("", |(_, q)| q)),
                 Atom::Protocol => out.push_str(r.version),
+                Atom::Scheme => out.push_str(r.scheme),
                 Atom::Status => {
                     let _ = write!(out, "{}", r.status);
                 }
@@ -224,6 +230,7 @@ fn atom(name: &str) -> Result<Atom, String> {
         "U" => Atom::Path,
         "q" => Atom::Query,
         "H" => Atom::Protocol,
+        "scheme" => Atom::Scheme,
         "s" => Atom::Status,
         "B" => Atom::Bytes,
         "b" => Atom::BytesOrDash,
@@ -296,6 +303,7 @@ mod tests {
             method: "GET",
             target: "/a?b=1",
             version: "HTTP/1.1",
+            scheme: "http",
             request_headers: &headers,
             status: 200,
             response_headers: &out,
@@ -307,6 +315,26 @@ mod tests {
             line,
             r#"10.0.0.7 - - [28/Nov/2026:13:11:49 +0000] "GET /a?b=1 HTTP/1.1" 200 14 "http://x/" "curl/8""#
         );
+    }
+
+    #[test]
+    fn the_scheme_atom_prints_the_scheme() {
+        let f = Format::parse("%(scheme)s://%({host}i)s%(U)s").expect("format");
+        let headers = vec![("Host".to_owned(), b"example.com".to_vec())];
+        let line = f.render(&Record {
+            peer: None,
+            method: "GET",
+            target: "/a?b=1",
+            version: "HTTP/1.1",
+            scheme: "https",
+            request_headers: &headers,
+            status: 200,
+            response_headers: &http::HeaderMap::new(),
+            body_bytes: 0,
+            duration: Duration::ZERO,
+            time: "",
+        });
+        assert_eq!(line, "https://example.com/a");
     }
 
     #[test]

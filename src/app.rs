@@ -51,9 +51,46 @@ where
     }
 }
 
-/// The peer's address, in every request's extensions (None on unix sockets).
+/// The client's address, in every request's extensions (None on unix
+/// sockets): the peer's, or the one a PROXY header or a trusted proxy's
+/// `X-Forwarded-For`/`Forwarded` gave (`--proxy-allow-from`,
+/// `--forwarded-allow-ips`; port 0 when the proxy named none).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub Option<SocketAddr>);
+
+/// How the client reached the server, in every request's extensions:
+/// `https` on a TLS listener, or as a trusted proxy said
+/// (`X-Forwarded-Proto`, `Forwarded: proto=`), else `http`.
+///
+/// ```
+/// # let req = http::Request::new(());
+/// let is_secure = req.extensions().get::<forkhorn::app::Scheme>()
+///     .is_some_and(|s| *s == forkhorn::app::Scheme::Https);
+/// # assert!(!is_secure);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain text.
+    Http,
+    /// TLS, here or at a trusted proxy in front.
+    Https,
+}
+
+impl Scheme {
+    /// `"http"` or `"https"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// The subject of the certificate the client showed on a TLS listener
+/// (`--cert-reqs` 1 or 2), as `CN=name, O=org`; in the request's
+/// extensions only when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertSubject(pub String);
 
 /// The address the client connected to (the listener's), in every
 /// request's extensions (None on unix sockets).

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::allow_list::AllowList;
 use crate::http::Limits;
-use crate::listener::BindSpec;
+use crate::listener::{Bind, BindSpec};
 use crate::logging::{LogLevel, LogTarget};
 use crate::sys::user::{self, Identity};
+use crate::tls::{ClientCerts, MinVersion, Tls, TlsFiles};
 
 /// gunicorn's default access log format.
 pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
@@ -47,8 +49,10 @@ pub struct Args {
     #[arg(long = "print-config")]
     pub print_config: bool,
 
-    /// Address to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N.
-    /// Repeat for several listeners. Port 0 picks a free port.
+    /// Address to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N;
+    /// https://ADDR for TLS, proxy+http://ADDR or proxy+https://ADDR for a
+    /// PROXY protocol header first. Repeat for several listeners. Port 0
+    /// picks a free port.
     #[arg(short = 'b', long = "bind", value_name = "ADDR")]
     pub bind: Vec<String>,
 
@@ -231,6 +235,45 @@ pub struct Args {
     )]
     pub max_streams_per_worker: usize,
 
+    /// TLS certificate chain (PEM) for https:// binds; with no https:// bind, every bind is TLS.
+    /// Repeat, each with its --keyfile, for several names (chosen by SNI; the first is the default).
+    #[arg(long = "certfile", value_name = "FILE")]
+    pub certfile: Vec<PathBuf>,
+
+    /// Private key (PEM) of the --certfile in the same position.
+    #[arg(long = "keyfile", value_name = "FILE")]
+    pub keyfile: Vec<PathBuf>,
+
+    /// CA certificates (PEM) that sign client certificates (for --cert-reqs 1 or 2).
+    #[arg(long = "ca-certs", value_name = "FILE")]
+    pub ca_certs: Option<PathBuf>,
+
+    /// Client certificates: 0 not asked for, 1 optional, 2 required.
+    #[arg(long = "cert-reqs", value_name = "N", default_value = "0", value_parser = cert_reqs)]
+    pub cert_reqs: ClientCerts,
+
+    /// Oldest TLS version served: 1.2 or 1.3.
+    #[arg(long = "tls-min-version", value_name = "VERSION", default_value = "1.2", value_parser = tls_min_version)]
+    pub tls_min_version: MinVersion,
+
+    /// Expect a PROXY protocol header (v1 or v2) on every bind (one bind: -b proxy+http://ADDR).
+    #[arg(long = "proxy-protocol")]
+    pub proxy_protocol: bool,
+
+    /// Addresses and networks (CIDR) allowed to send PROXY headers, comma-separated; * for any.
+    #[arg(long = "proxy-allow-from", value_name = "ADDRS", default_value = "127.0.0.1", value_parser = allow_list("--proxy-allow-from"))]
+    pub proxy_allow_from: AllowList,
+
+    /// Addresses and networks (CIDR) whose X-Forwarded-For/-Proto and Forwarded headers are believed; * for any.
+    #[arg(
+        long = "forwarded-allow-ips",
+        value_name = "ADDRS",
+        env = "FORWARDED_ALLOW_IPS",
+        default_value = "127.0.0.1,::1",
+        value_parser = allow_list("--forwarded-allow-ips")
+    )]
+    pub forwarded_allow_ips: AllowList,
+
     /// Run workers as this user (name or uid); the master binds first, so low ports work.
     #[arg(short = 'u', long, value_name = "USER")]
     pub user: Option<String>,
@@ -314,7 +357,7 @@ pub struct MasterSettings {
     /// default off: 404); part of the app factory, like `app`.
     pub static_dotfiles: bool,
     /// Listeners, in the order given.
-    pub binds: Vec<BindSpec>,
+    pub binds: Vec<Bind>,
     /// listen(2) backlog, given when the listeners are bound.
     pub backlog: i32,
     /// File mode mask the master sets at start-up, so workers inherit it
@@ -451,6 +494,15 @@ pub struct WorkerSettings {
     /// With `worker_identity`, also give workers the user's supplementary
     /// groups (`--initgroups`; default off: the one group only).
     pub initgroups: bool,
+    /// Certificates and keys for the TLS binds, read by the master (at
+    /// start, and again on HUP); None when no bind is TLS.
+    pub tls: Option<Tls>,
+    /// Peers allowed to send a PROXY header (`--proxy-allow-from`; default
+    /// 127.0.0.1); on a PROXY bind, others are closed at once.
+    pub proxy_allow_from: AllowList,
+    /// Peers whose forwarded headers are believed (`--forwarded-allow-ips`;
+    /// default 127.0.0.1 and ::1).
+    pub forwarded_allow_ips: AllowList,
 }
 
 /// A bad flag or value, with the fix.
@@ -624,13 +676,87 @@ fn umask(value: &str) -> Result<u32, String> {
     }
 }
 
+/// The value parser for a list of trusted addresses.
+fn allow_list(
+    flag: &'static str,
+) -> impl Fn(&str) -> Result<AllowList, String> + Clone + Send + Sync + 'static {
+    move |value| AllowList::parse(flag, value)
+}
+
+fn cert_reqs(value: &str) -> Result<ClientCerts, String> {
+    match value.trim() {
+        "0" => Ok(ClientCerts::None),
+        "1" => Ok(ClientCerts::Optional),
+        "2" => Ok(ClientCerts::Required),
+        _ => Err(format!(
+            "--cert-reqs {value}: use 0 (no client certificate), 1 (optional) or 2 (required)"
+        )),
+    }
+}
+
+fn tls_min_version(value: &str) -> Result<MinVersion, String> {
+    match value
+        .trim()
+        .trim_start_matches("TLSv")
+        .trim_start_matches("tls")
+    {
+        "1.2" => Ok(MinVersion::Tls12),
+        "1.3" => Ok(MinVersion::Tls13),
+        _ => Err(format!(
+            "--tls-min-version {value}: use 1.2 or 1.3 (older versions are not offered)"
+        )),
+    }
+}
+
+/// The TLS settings, if any bind is TLS: the binds marked `https://`, or
+/// every bind when `--certfile` is given and none is marked (as gunicorn
+/// does). The files are read and checked here.
+fn tls_settings(args: &Args, binds: &mut [Bind]) -> Result<Option<Tls>, ConfigError> {
+    if args.certfile.len() != args.keyfile.len() {
+        bail!(
+            "--certfile and --keyfile come in pairs: {} certificate(s) and {} key(s) given; give one --keyfile per --certfile, in the same order",
+            args.certfile.len(),
+            args.keyfile.len()
+        );
+    }
+    if !args.certfile.is_empty() && !binds.iter().any(|b| b.is_tls) {
+        binds.iter_mut().for_each(|b| b.is_tls = true);
+    }
+    if !binds.iter().any(|b| b.is_tls) {
+        if args.ca_certs.is_some() || args.cert_reqs != ClientCerts::None {
+            bail!(
+                "--ca-certs and --cert-reqs ask TLS clients for certificates, but no bind is TLS; give --certfile and --keyfile (and an https:// bind)"
+            );
+        }
+        return Ok(None);
+    }
+    if args.certfile.is_empty() {
+        bail!(
+            "--bind https://...: TLS needs a certificate; give --certfile FILE and --keyfile FILE"
+        );
+    }
+    let files = TlsFiles {
+        pairs: args
+            .certfile
+            .iter()
+            .cloned()
+            .zip(args.keyfile.iter().cloned())
+            .collect(),
+        ca_certs: args.ca_certs.clone(),
+        client_certs: args.cert_reqs,
+        min_version: args.tls_min_version,
+    };
+    Tls::load(files).map(Some).map_err(ConfigError)
+}
+
 fn zero_is_none(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
 
 impl Config {
-    /// Check every flag and build the config. Nothing is bound or opened here
-    /// except a probe file in the worker tmp dir.
+    /// Check every flag and build the config. Nothing is bound here; the
+    /// files opened are a probe file in the worker tmp dir and the TLS
+    /// certificates and keys, which are read and checked (`tls::Tls::load`).
     pub fn from_args(args: &Args) -> Result<Config, ConfigError> {
         if args.worker_class != "sync" {
             bail!(
@@ -655,13 +781,18 @@ impl Config {
                 Ok(port) if !port.is_empty() => format!("0.0.0.0:{port}"),
                 _ => "127.0.0.1:8000".to_owned(),
             };
-            vec![BindSpec::parse(&default).map_err(|e| ConfigError(format!("{e} (from $PORT)")))?]
+            vec![Bind::parse(&default).map_err(|e| ConfigError(format!("{e} (from $PORT)")))?]
         } else {
             args.bind
                 .iter()
-                .map(|b| BindSpec::parse(b).map_err(ConfigError))
+                .map(|b| Bind::parse(b).map_err(ConfigError))
                 .collect::<Result<Vec<_>, _>>()?
         };
+        let mut binds = binds;
+        if args.proxy_protocol {
+            binds.iter_mut().for_each(|b| b.expects_proxy_header = true);
+        }
+        let tls = tls_settings(args, &mut binds)?;
         let worker_tmp_dir = match &args.worker_tmp_dir {
             Some(dir) => {
                 check_writable_dir(dir)?;
@@ -765,6 +896,9 @@ impl Config {
                 max_streams_per_worker: args.max_streams_per_worker,
                 worker_identity,
                 initgroups: args.initgroups,
+                tls,
+                proxy_allow_from: args.proxy_allow_from.clone(),
+                forwarded_allow_ips: args.forwarded_allow_ips.clone(),
             },
         })
     }
@@ -837,6 +971,115 @@ mod tests {
         assert_eq!(c.master.backlog, 2048);
         assert_eq!(c.worker.workers, 2);
         assert_eq!(c.master.access_log, None);
+    }
+
+    /// A self-signed certificate and its key, written to a fresh directory.
+    fn cert_pair(name: &str) -> (String, String) {
+        let dir =
+            std::env::temp_dir().join(format!("forkhorn-config-tls-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let made =
+            rcgen::generate_simple_self_signed(vec![format!("{name}.test")]).expect("certificate");
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, made.cert.pem()).expect("write");
+        std::fs::write(&key, made.signing_key.serialize_pem()).expect("write");
+        let text = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+        (text(&cert), text(&key))
+    }
+
+    #[test]
+    fn certfile_without_an_https_bind_makes_every_bind_tls() {
+        let (cert, key) = cert_pair("every");
+        let c = parse(&[
+            "-b",
+            "127.0.0.1:1",
+            "-b",
+            "127.0.0.1:2",
+            "--certfile",
+            &cert,
+            "--keyfile",
+            &key,
+        ])
+        .expect("config");
+        assert!(c.master.binds.iter().all(|b| b.is_tls));
+        assert!(c.worker.tls.is_some());
+        let c = parse(&[
+            "-b",
+            "https://127.0.0.1:1",
+            "-b",
+            "127.0.0.1:2",
+            "--certfile",
+            &cert,
+            "--keyfile",
+            &key,
+        ])
+        .expect("config");
+        let marks: Vec<bool> = c.master.binds.iter().map(|b| b.is_tls).collect();
+        assert_eq!(marks, [true, false], "only the https:// bind");
+    }
+
+    #[test]
+    fn tls_flags_that_cannot_work_are_refused_with_the_fix() {
+        let (cert, key) = cert_pair("refused");
+        let cases: [(&[&str], &str); 5] = [
+            (
+                &["-b", "https://127.0.0.1:1"],
+                "give --certfile FILE and --keyfile FILE",
+            ),
+            (&["--certfile", &cert], "give one --keyfile per --certfile"),
+            (
+                &["--certfile", &cert, "--keyfile", &key, "--cert-reqs", "2"],
+                "--cert-reqs 2 needs --ca-certs",
+            ),
+            (&["--cert-reqs", "1"], "no bind is TLS"),
+            (
+                &[
+                    "--certfile",
+                    &cert,
+                    "--keyfile",
+                    &key,
+                    "--tls-min-version",
+                    "1.1",
+                ],
+                "use 1.2 or 1.3",
+            ),
+        ];
+        for (args, want) in cases {
+            let err = parse(args).expect_err("refused");
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+        let err = parse(&["--cert-reqs", "3"]).expect_err("refused");
+        assert!(err.contains("--cert-reqs 3: use 0"), "{err}");
+    }
+
+    #[test]
+    fn proxy_protocol_marks_every_bind_and_allow_lists_parse() {
+        let c = parse(&[
+            "-b",
+            "127.0.0.1:1",
+            "-b",
+            "unix:/tmp/x.sock",
+            "--proxy-protocol",
+        ])
+        .expect("config");
+        assert!(c.master.binds.iter().all(|b| b.expects_proxy_header));
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        assert!(c.worker.proxy_allow_from.allows(ip("127.0.0.1")));
+        assert!(!c.worker.proxy_allow_from.allows(ip("10.0.0.1")));
+        assert!(c.worker.forwarded_allow_ips.allows(ip("::1")));
+        let c = parse(&[
+            "--forwarded-allow-ips",
+            "10.0.0.0/8",
+            "--proxy-allow-from",
+            "*",
+        ])
+        .expect("config");
+        assert!(c.worker.forwarded_allow_ips.allows(ip("10.1.2.3")));
+        assert!(!c.worker.forwarded_allow_ips.allows(ip("127.0.0.1")));
+        assert!(c.worker.proxy_allow_from.allows(ip("192.0.2.1")));
+        let err = parse(&["--forwarded-allow-ips", "10.0.0.300"]).expect_err("refused");
+        assert!(err.starts_with("--forwarded-allow-ips 10.0.0.300"), "{err}");
     }
 
     #[test]

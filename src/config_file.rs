@@ -470,7 +470,7 @@ mod tests {
             .expect("config");
         assert_eq!(
             c.master.binds,
-            vec![crate::listener::BindSpec::parse("127.0.0.1:3").expect("spec")]
+            vec![crate::listener::Bind::parse("127.0.0.1:3").expect("spec")]
         );
     }
 

@@ -141,6 +141,8 @@ pub struct SlotData {
     /// handler (the worker `_exit`s right after), read by the master when it
     /// reaps the worker, to count the response and log it.
     timeout_answered_ns: AtomicU64,
+    /// TLS handshakes that failed or timed out.
+    tls_handshake_failures: AtomicU64,
 }
 
 /// Upper bounds (seconds) of the request duration histogram buckets.
@@ -165,6 +167,8 @@ pub struct Counts {
     pub duration_buckets: [u64; DURATION_BUCKETS.len() + 1],
     /// Sum of request durations in microseconds.
     pub duration_sum_us: u64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: u64,
 }
 
 impl Counts {
@@ -189,6 +193,7 @@ impl Counts {
             *a += b;
         }
         self.duration_sum_us += other.duration_sum_us;
+        self.tls_handshake_failures += other.tls_handshake_failures;
     }
 }
 
@@ -322,6 +327,13 @@ impl Slot {
             .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// Count a TLS handshake that failed or timed out.
+    pub fn count_tls_handshake_failure(&self) {
+        self.cell
+            .tls_handshake_failures
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Everything counted so far.
     pub fn counts(&self) -> Counts {
         let c = &self.cell;
@@ -333,6 +345,7 @@ impl Slot {
                 c.duration_buckets[i].load(Ordering::Relaxed)
             }),
             duration_sum_us: c.duration_sum_us.load(Ordering::Relaxed),
+            tls_handshake_failures: c.tls_handshake_failures.load(Ordering::Relaxed),
         }
     }
 

@@ -25,19 +25,23 @@
 //! thread makes every worker two-threaded; the master stays single-threaded).
 
 pub mod access_log;
+pub mod allow_list;
 pub mod app;
 pub mod apps;
 pub mod balance;
 pub mod config;
 pub mod config_file;
+pub mod forwarded;
 pub mod heartbeat;
 pub mod http;
 pub mod listener;
 pub mod logging;
 pub mod master;
+pub mod proxy_protocol;
 pub mod server;
 pub mod stream;
 pub mod sys;
+pub mod tls;
 pub mod worker;
 
 pub use server::{Server, run};

@@ -75,6 +75,60 @@ impl BindSpec {
     }
 }
 
+/// One `--bind` value: where to listen, and what connections there begin
+/// with before their first request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// Where.
+    pub addr: BindSpec,
+    /// `https://`: a TLS handshake (`--certfile` and `--keyfile` say with what).
+    pub is_tls: bool,
+    /// `proxy+`: a PROXY protocol header from the proxy in front
+    /// (`--proxy-protocol` sets it on every bind).
+    pub expects_proxy_header: bool,
+}
+
+impl Bind {
+    /// A plain listener at `addr`.
+    pub fn plain(addr: BindSpec) -> Bind {
+        Bind {
+            addr,
+            is_tls: false,
+            expects_proxy_header: false,
+        }
+    }
+
+    /// Parse a `--bind` value: any form `BindSpec::parse` takes, optionally
+    /// behind `http://` (the same), `https://` (TLS), `proxy+http://` or
+    /// `proxy+https://` (a PROXY protocol header first).
+    pub fn parse(value: &str) -> Result<Bind, String> {
+        let (expects_proxy_header, rest) = match value.strip_prefix("proxy+") {
+            Some(rest) => (true, rest),
+            None => (false, value),
+        };
+        let (is_tls, addr) = if let Some(addr) = rest.strip_prefix("https://") {
+            (true, addr)
+        } else if let Some(addr) = rest.strip_prefix("http://") {
+            (false, addr)
+        } else if expects_proxy_header {
+            return Err(format!(
+                "--bind {value}: proxy+ goes before a scheme: proxy+http://HOST:PORT or proxy+https://HOST:PORT"
+            ));
+        } else {
+            (false, rest)
+        };
+        let addr = BindSpec::parse(addr).map_err(|e| {
+            // Name the whole value the user wrote, not the part after the scheme.
+            e.replacen(&format!("--bind {addr}"), &format!("--bind {value}"), 1)
+        })?;
+        Ok(Bind {
+            addr,
+            is_tls,
+            expects_proxy_header,
+        })
+    }
+}
+
 /// A bound, listening socket shared by all workers.
 #[derive(Debug)]
 pub struct Listener {
@@ -85,18 +139,33 @@ pub struct Listener {
     pub name: String,
     /// A unix socket file we created, to remove on exit.
     pub unix_path: Option<PathBuf>,
+    /// Connections begin with a TLS handshake.
+    pub is_tls: bool,
+    /// Connections begin with a PROXY protocol header.
+    pub expects_proxy_header: bool,
 }
 
 impl Listener {
     /// Bind `spec` with `backlog`. The socket is non-blocking: workers accept
     /// from an event loop, and the master never accepts.
-    pub fn bind(spec: &BindSpec, backlog: i32) -> io::Result<Listener> {
-        let listener = match spec {
+    pub fn bind(bind: &Bind, backlog: i32) -> io::Result<Listener> {
+        let mut listener = match &bind.addr {
             BindSpec::Tcp(addr) => bind_tcp(*addr, backlog)?,
             BindSpec::Unix(path) => bind_unix(path, backlog)?,
             BindSpec::Fd(fd) => adopt_fd(*fd)?,
         };
         listener.socket.set_nonblocking(true)?;
+        listener.is_tls = bind.is_tls;
+        listener.expects_proxy_header = bind.expects_proxy_header;
+        if bind.is_tls {
+            listener.name = match listener.name.strip_prefix("http://") {
+                Some(addr) => format!("https://{addr}"),
+                None => format!("https+{}", listener.name),
+            };
+        }
+        if bind.expects_proxy_header {
+            listener.name = format!("proxy+{}", listener.name);
+        }
         Ok(listener)
     }
 
@@ -140,6 +209,8 @@ fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<Listener> {
         socket,
         name: tcp_name(local),
         unix_path: None,
+        is_tls: false,
+        expects_proxy_header: false,
     })
 }
 
@@ -168,6 +239,8 @@ fn bind_unix(path: &std::path::Path, backlog: i32) -> io::Result<Listener> {
         socket,
         name: format!("unix:{}", path.display()),
         unix_path: Some(path.to_path_buf()),
+        is_tls: false,
+        expects_proxy_header: false,
     })
 }
 
@@ -197,6 +270,8 @@ fn adopt_fd(fd: RawFd) -> io::Result<Listener> {
         socket,
         name,
         unix_path: None,
+        is_tls: false,
+        expects_proxy_header: false,
     })
 }
 
@@ -242,6 +317,34 @@ mod tests {
     }
 
     #[test]
+    fn a_scheme_marks_tls_and_proxy_binds() {
+        let tcp = BindSpec::Tcp("127.0.0.1:8443".parse().expect("addr"));
+        let parsed = |v: &str| Bind::parse(v).expect(v);
+        assert_eq!(parsed("127.0.0.1:8443"), Bind::plain(tcp.clone()));
+        assert_eq!(parsed("http://127.0.0.1:8443"), Bind::plain(tcp.clone()));
+        let tls = parsed("https://127.0.0.1:8443");
+        assert!(tls.is_tls && !tls.expects_proxy_header);
+        let both = parsed("proxy+https://127.0.0.1:8443");
+        assert!(both.is_tls && both.expects_proxy_header);
+        assert_eq!(both.addr, tcp);
+        let proxied = parsed("proxy+http://unix:/run/x.sock");
+        assert!(!proxied.is_tls && proxied.expects_proxy_header);
+        assert_eq!(proxied.addr, BindSpec::Unix("/run/x.sock".into()));
+        let err = Bind::parse("proxy+127.0.0.1:1").expect_err("no scheme");
+        assert!(err.contains("proxy+http://"), "{err}");
+        let err = Bind::parse("https://1.2.3.4:port").expect_err("bad port");
+        assert!(err.starts_with("--bind https://1.2.3.4:port:"), "{err}");
+    }
+
+    #[test]
+    fn a_tls_listener_is_named_https() {
+        let l = Listener::bind(&Bind::parse("proxy+https://127.0.0.1:0").expect("spec"), 16)
+            .expect("bind");
+        assert!(l.name.starts_with("proxy+https://127.0.0.1:"), "{}", l.name);
+        assert!(l.is_tls && l.expects_proxy_header);
+    }
+
+    #[test]
     fn refuses_nonsense_with_the_accepted_forms() {
         for bad in ["127.0.0.1:99999", "fd://x", "unix:", "1.2.3.4:port"] {
             let err = BindSpec::parse(bad).expect_err(bad);
@@ -261,10 +364,9 @@ mod tests {
 
     #[test]
     fn a_port_in_use_names_the_fix() {
-        let first =
-            Listener::bind(&BindSpec::parse("127.0.0.1:0").expect("spec"), 16).expect("bind");
+        let first = Listener::bind(&Bind::parse("127.0.0.1:0").expect("spec"), 16).expect("bind");
         let addr = first.name.trim_start_matches("http://").to_owned();
-        let err = Listener::bind(&BindSpec::parse(&addr).expect("spec"), 16).expect_err("in use");
+        let err = Listener::bind(&Bind::parse(&addr).expect("spec"), 16).expect_err("in use");
         assert_eq!(
             err.to_string(),
             format!(

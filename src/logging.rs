@@ -193,7 +193,12 @@ pub fn on_error(hook: ErrorHook) {
 
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        LogLevel::of(metadata) >= self.level
+        let level = LogLevel::of(metadata);
+        // `--log-level debug` is for forkhorn's own lines: the libraries'
+        // debug output (rustls prints every ClientHello whole, mio every
+        // registration) would bury them. Their warnings still show.
+        let is_ours = metadata.target().starts_with("forkhorn");
+        level >= self.level && (is_ours || level >= LogLevel::Warning)
     }
 
     fn log(&self, record: &log::Record<'_>) {

@@ -17,7 +17,7 @@ use crate::app::App;
 pub use crate::app::{AppFactory, Hook, Hooks};
 use crate::config::{Config, ConfigError, SecondsFlag};
 use crate::config_file;
-use crate::listener::{BindSpec, Listener};
+use crate::listener::{Bind, BindSpec, Listener};
 use crate::master::arbiter::Arbiter;
 use crate::{apps, logging};
 
@@ -135,10 +135,33 @@ impl Builder {
         self
     }
 
-    /// Listen on `addr` (`HOST:PORT`, `[IPV6]:PORT`, `unix:PATH`, `fd://N`);
-    /// call again for more listeners.
+    /// Listen on `addr` (`HOST:PORT`, `[IPV6]:PORT`, `unix:PATH`, `fd://N`,
+    /// `https://ADDR` for TLS, `proxy+http://ADDR` for a PROXY header
+    /// first); call again for more listeners.
     pub fn bind(self, addr: &str) -> Builder {
         self.option("bind", addr)
+    }
+
+    /// Serve TLS with this certificate chain and key (PEM files) on the
+    /// `https://` binds, or on every bind if none is marked; call again
+    /// for more names (SNI). The master reads them before it forks, and
+    /// again on HUP.
+    ///
+    /// ```no_run
+    /// use forkhorn::Server;
+    /// use forkhorn::app::{Request, Response, Scheme, respond};
+    ///
+    /// Server::builder()
+    ///     .bind("https://0.0.0.0:8443")
+    ///     .tls("/etc/ssl/site.pem", "/etc/ssl/site.key")
+    ///     .app(|req: Request<'_>| -> Response {
+    ///         let https = req.extensions().get::<Scheme>() == Some(&Scheme::Https);
+    ///         respond(200, "text/plain", if https { "secure\n" } else { "plain\n" })
+    ///     })
+    ///     .run();
+    /// ```
+    pub fn tls(self, certfile: &str, keyfile: &str) -> Builder {
+        self.option("certfile", certfile).option("keyfile", keyfile)
     }
 
     /// Worker processes to run.
@@ -452,13 +475,39 @@ fn adopt_inherited(
     metrics_fd: Option<std::os::fd::RawFd>,
 ) {
     if !inherited.is_empty() {
+        let adopted = inherited.iter().map(|&fd| BindSpec::Fd(fd));
         if replace {
-            config.master.binds.clear();
+            // An old master hands over its listeners in the order of its
+            // binds, which are ours too (the same command line): each keeps
+            // its TLS and PROXY marks. Sockets from systemd take the marks
+            // when every bind has the same (`--certfile` with no -b makes
+            // them all TLS), else they are plain.
+            let marks = std::mem::take(&mut config.master.binds);
+            let uniform = marks.windows(2).all(|w| {
+                (w[0].is_tls, w[0].expects_proxy_header) == (w[1].is_tls, w[1].expects_proxy_header)
+            });
+            let mark_of = |i: usize| {
+                if marks.len() == inherited.len() {
+                    marks.get(i)
+                } else if uniform {
+                    marks.first()
+                } else {
+                    None
+                }
+            };
+            config.master.binds = adopted
+                .enumerate()
+                .map(|(i, addr)| match mark_of(i) {
+                    Some(mark) => Bind {
+                        addr,
+                        ..mark.clone()
+                    },
+                    None => Bind::plain(addr),
+                })
+                .collect();
+        } else {
+            config.master.binds.extend(adopted.map(Bind::plain));
         }
-        config
-            .master
-            .binds
-            .extend(inherited.iter().map(|&fd| BindSpec::Fd(fd)));
     }
     if let Some(fd) = metrics_fd {
         config.master.metrics_bind = Some(BindSpec::Fd(fd));

@@ -367,10 +367,29 @@ chdir = "/tmp"
 pythonpath = ["/tmp/a", "/tmp/b"]
 preload = true
 env = ["DJANGO_SETTINGS_MODULE=site.settings", "EMPTY="]
+certfile = ["/tmp/forkhorn-every-key-a.pem", "/tmp/forkhorn-every-key-b.pem"]
+keyfile = ["/tmp/forkhorn-every-key-a.key", "/tmp/forkhorn-every-key-b.key"]
+ca_certs = "/tmp/forkhorn-every-key-ca.pem"
+cert_reqs = 2
+tls_min_version = "1.3"
+proxy_protocol = true
+proxy_allow_from = "10.0.0.0/8"
+forwarded_allow_ips = "*"
 "#;
 
 #[test]
 fn a_config_file_with_every_key_round_trips_through_print_config() {
+    // The TLS files are read and checked: make them.
+    for name in ["a", "b"] {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("make a certificate");
+        let base = format!("/tmp/forkhorn-every-key-{name}");
+        std::fs::write(format!("{base}.pem"), made.cert.pem()).expect("write cert");
+        std::fs::write(format!("{base}.key"), made.signing_key.serialize_pem()).expect("write key");
+        if name == "a" {
+            std::fs::write("/tmp/forkhorn-every-key-ca.pem", made.cert.pem()).expect("write ca");
+        }
+    }
     let dir = fresh_dir();
     let path = dir.join("every.toml");
     std::fs::write(&path, EVERY_KEY).expect("write");

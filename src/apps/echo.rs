@@ -5,11 +5,14 @@ use std::io::Read;
 
 use base64::Engine;
 
-use crate::app::{RawHeaders, RawTarget, Request, Response, respond};
+use crate::app::{
+    ClientCertSubject, PeerAddr, RawHeaders, RawTarget, Request, Response, Scheme, respond,
+};
 
 /// Reads the whole body and answers 200 with JSON: `method`, `target` (as
-/// sent), `version`, `headers` (as sent, in order), `body_base64` and
-/// `trailers`. A body the client cut short is shown as far as it arrived;
+/// sent), `version`, `headers` (as sent, in order), `body_base64`,
+/// `trailers`, and how the client came: `scheme`, `client_addr` and
+/// `client_cert_subject` (null without one). A body the client cut short is shown as far as it arrived;
 /// another read error gets a 400.
 ///
 /// ```
@@ -64,6 +67,9 @@ pub fn echo(mut req: Request<'_>) -> Response {
         "headers": headers,
         "body_base64": base64::engine::general_purpose::STANDARD.encode(&body),
         "trailers": pairs(req.body().trailers()),
+        "scheme": req.extensions().get::<Scheme>().copied().unwrap_or(Scheme::Http).as_str(),
+        "client_addr": req.extensions().get::<PeerAddr>().and_then(|p| p.0).map(|a| a.to_string()),
+        "client_cert_subject": req.extensions().get::<ClientCertSubject>().map(|s| s.0.clone()),
     });
     respond(200, "application/json", reply.to_string())
 }

@@ -216,7 +216,7 @@ impl Arbiter {
 
         let metrics = match &config.master.metrics_bind {
             Some(spec) => {
-                let l = Listener::bind(spec, 64)
+                let l = Listener::bind(&crate::listener::Bind::plain(spec.clone()), 64)
                     .map_err(|e| std::io::Error::new(e.kind(), format!("--metrics-bind: {e}")))?;
                 log::info!("Metrics at: {}/metrics ({})", l.name, process::getpid());
                 Some(OneShotServer::new(
@@ -774,6 +774,7 @@ impl Arbiter {
             target: &answer.target,
             // The slot does not keep the protocol version.
             version: "-",
+            scheme: "-",
             request_headers: &[],
             status: 504,
             response_headers: &http::HeaderMap::new(),

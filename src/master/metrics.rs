@@ -108,6 +108,12 @@ pub fn render(s: &Snapshot) -> String {
 
     let _ = writeln!(
         out,
+        "# HELP forkhorn_tls_handshake_failures_total TLS handshakes that failed or timed out.\n# TYPE forkhorn_tls_handshake_failures_total counter\nforkhorn_tls_handshake_failures_total {}",
+        s.totals.tls_handshake_failures
+    );
+
+    let _ = writeln!(
+        out,
         "# HELP forkhorn_worker_restarts_total Workers replaced, by reason.\n# TYPE forkhorn_worker_restarts_total counter"
     );
     for reason in Reason::RESTARTS {

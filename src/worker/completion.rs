@@ -27,6 +27,7 @@ pub struct Streaming {
 /// exchange once the head is written.
 pub struct Completion {
     pub(super) peer: Option<std::net::SocketAddr>,
+    pub(super) scheme: crate::app::Scheme,
     pub(super) method: String,
     pub(super) target: String,
     pub(super) version: Version,
@@ -67,6 +68,7 @@ impl Completion {
                 method: &self.method,
                 target: &self.target,
                 version: self.version.as_str(),
+                scheme: self.scheme.as_str(),
                 request_headers: &self.request_headers,
                 status: self.status,
                 response_headers: &self.response_headers,

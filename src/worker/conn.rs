@@ -89,6 +89,21 @@ pub struct Conn {
     /// On the hand-off table (`handoff.rs`): idle, and the watcher thread
     /// may give it to another worker. Unpark before touching the socket.
     pub is_parked: bool,
+    /// The TLS session, on a TLS listener's connection: every read and
+    /// write below goes through it.
+    pub tls: Option<Box<rustls::ServerConnection>>,
+    /// The client certificate's subject, read at the first request that
+    /// needs it (outer None: not read yet).
+    client_subject: Option<Option<Box<str>>>,
+    /// The connection came in on a PROXY protocol listener and its header
+    /// has not been read yet: reads are raw, whatever follows is the
+    /// client's (a TLS handshake, or a request).
+    pub awaiting_proxy_header: bool,
+    /// Another worker could take this connection over as it is (the
+    /// hand-off passes only the descriptor): not a TLS session, whose state
+    /// is in our memory, nor a proxied client, whose address came from
+    /// the PROXY header.
+    pub is_movable: bool,
 }
 
 impl Conn {
@@ -111,7 +126,84 @@ impl Conn {
             wants_write: false,
             is_registered: false,
             is_parked: false,
+            tls: None,
+            client_subject: None,
+            awaiting_proxy_header: false,
+            is_movable: true,
         }
+    }
+
+    /// A connection from a listener that speaks TLS (`tls` set) or expects
+    /// a PROXY header first.
+    pub fn on_listener(mut self, tls: Option<rustls::ServerConnection>, proxied: bool) -> Conn {
+        self.is_movable = tls.is_none() && !proxied;
+        self.tls = tls.map(Box::new);
+        self.awaiting_proxy_header = proxied;
+        self
+    }
+
+    /// The client's address changed (from a PROXY header).
+    pub fn set_peer(&mut self, peer: SocketAddr) {
+        self.peer = Some(peer);
+        self.peer_label = None;
+    }
+
+    /// The PROXY header was the first `n` bytes read: what followed is the
+    /// client's, plain text for the request, or the start of the TLS
+    /// handshake, handed to the session (an error is a failed handshake).
+    pub fn after_proxy_header(&mut self, n: usize) -> io::Result<()> {
+        self.awaiting_proxy_header = false;
+        let Some(tls) = self.tls.as_deref_mut() else {
+            self.consume(n);
+            self.rescan();
+            return Ok(());
+        };
+        let mut rest = &self.buf[n.min(self.buf.len())..];
+        while !rest.is_empty() {
+            tls.read_tls(&mut rest)?;
+            tls.process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
+        flush_tls(tls, &self.socket, 0)?;
+        self.buf.clear();
+        self.rescan();
+        // The rest of the handshake may be in the socket already.
+        self.maybe_readable = true;
+        Ok(())
+    }
+
+    /// Whether a TLS handshake is still under way.
+    pub fn is_handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.is_handshaking())
+    }
+
+    /// The subject of the certificate the client showed (TLS with
+    /// `--cert-reqs` 1 or 2), as `CN=name, O=org`.
+    pub fn client_subject(&mut self) -> Option<&str> {
+        let tls = self.tls.as_deref()?;
+        self.client_subject
+            .get_or_insert_with(|| {
+                let leaf = tls.peer_certificates()?.first()?;
+                crate::tls::subject(leaf).map(String::into_boxed_str)
+            })
+            .as_deref()
+    }
+
+    /// Output is waiting for the client to read: stream bytes, or TLS
+    /// records (a handshake answer the socket did not take at once).
+    pub fn has_pending_output(&self) -> bool {
+        !self.out.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Shut our sending side: a TLS session says close_notify first (as far
+    /// as the socket takes it now), so the client knows the response was
+    /// not cut short.
+    pub fn shutdown_write(&mut self) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.send_close_notify();
+            let _ = flush_tls(tls, &self.socket, libc::MSG_MORE);
+        }
+        let _ = self.socket.shutdown(std::net::Shutdown::Write);
     }
 
     /// The client's address as text ("-" when unknown).
@@ -164,6 +256,9 @@ impl Conn {
         if self.buf.capacity() == 0 {
             SPARE.with_borrow_mut(|spare| std::mem::swap(&mut self.buf, spare));
         }
+        if self.tls.is_some() && !self.awaiting_proxy_header {
+            return self.read_once_tls();
+        }
         let result = SCRATCH.with_borrow_mut(|scratch| {
             let n = (&self.socket).read(&mut scratch[..])?;
             self.buf.extend_from_slice(&scratch[..n]);
@@ -188,6 +283,76 @@ impl Conn {
                 Err(e)
             }
         }
+    }
+
+    /// `read_once` through TLS: decrypted bytes the session holds first,
+    /// then records from the socket, answering handshake messages as they
+    /// come. A TLS error (a failed handshake, a bad record) is InvalidData.
+    fn read_once_tls(&mut self) -> io::Result<usize> {
+        let Conn {
+            tls,
+            socket,
+            buf,
+            maybe_readable,
+            peer_closed,
+            ..
+        } = self;
+        let Some(tls) = tls.as_deref_mut() else {
+            return Ok(0);
+        };
+        // What an earlier turn could not send (the socket was full) goes first.
+        flush_tls(tls, socket, 0)?;
+        loop {
+            let plain =
+                SCRATCH.with_borrow_mut(|scratch| match tls.reader().read(&mut scratch[..]) {
+                    Ok(n) => {
+                        buf.extend_from_slice(&scratch[..n]);
+                        Ok(Some(n))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                    Err(e) => Err(e),
+                })?;
+            match plain {
+                // The client's close_notify: a clean end of stream.
+                Some(0) => break,
+                Some(n) => return Ok(n),
+                None => {}
+            }
+            if !*maybe_readable {
+                // The last read from the socket was short: it is empty.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            match tls.read_tls(&mut &*socket) {
+                Ok(0) => break,
+                // rustls asks for at least TLS_READ_SIZE bytes: fewer means
+                // the kernel had no more just now, as in `read_once`. Saves
+                // an EAGAIN read per request.
+                Ok(n) if n < TLS_READ_SIZE && !*peer_closed => *maybe_readable = false,
+                Ok(_) => {}
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        *maybe_readable = false;
+                    }
+                    return Err(e);
+                }
+            }
+            if let Err(e) = tls.process_new_packets() {
+                if is_plain_text(&e) {
+                    // Somebody typed http:// for an https:// port: tell them
+                    // in words they can read, as nginx does, not in an alert.
+                    let _ = (&*socket).write(PLAIN_HTTP_ON_TLS_PORT);
+                } else {
+                    // rustls queued an alert telling the client why; send
+                    // it if the socket takes it now.
+                    let _ = flush_tls(tls, socket, 0);
+                }
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            flush_tls(tls, socket, 0)?;
+        }
+        self.read_eof = true;
+        self.maybe_readable = false;
+        Ok(0)
     }
 
     /// Read at least one byte, waiting up to `idle` for it. Ok(0) is end of stream.
@@ -243,6 +408,9 @@ impl Conn {
         slot: &Slot,
         beat_every: Duration,
     ) -> io::Result<()> {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            return send_tls_wait(tls, &self.socket, data, flags, idle, slot, beat_every);
+        }
         while !data.is_empty() {
             match self.socket.send_with_flags(data, flags) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -270,6 +438,9 @@ impl Conn {
     /// Write as much of `out` as the socket takes now, without waiting.
     /// Returns bytes written; an error means the client is gone.
     pub fn flush_out(&mut self, slot: &Slot) -> io::Result<usize> {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            return flush_out_tls(tls, &self.socket, &mut self.out, slot);
+        }
         let mut written = 0;
         while written < self.out.len() {
             match (&self.socket).write(&self.out[written..]) {
@@ -321,6 +492,123 @@ impl Conn {
         if self.out.is_empty() && self.out.capacity() > 0 {
             self.out = Vec::new();
         }
+    }
+}
+
+/// The least rustls asks of the socket in one read (its deframer's
+/// READ_SIZE): a read that returns fewer bytes emptied the socket.
+const TLS_READ_SIZE: usize = 4096;
+
+/// The answer to a plain-text request on a TLS listener.
+const PLAIN_HTTP_ON_TLS_PORT: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 52\r\nConnection: close\r\n\r\nThis port speaks HTTPS: use https:// to talk to it.\n";
+
+/// Whether a TLS error means the client spoke something else: its first
+/// byte is no TLS record type (a request line starts with a letter).
+fn is_plain_text(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+    )
+}
+
+/// Send TLS records the session holds, as far as the socket takes them
+/// now. Returns the bytes written.
+fn flush_tls(
+    tls: &mut rustls::ServerConnection,
+    socket: &Socket,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    let mut written = 0;
+    while tls.wants_write() {
+        match tls.write_tls(&mut SendWith { socket, flags }) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+/// `Conn::send_all_wait` through TLS: encrypt as much as the session
+/// buffers, send it, waiting for the client as the plain path does.
+fn send_tls_wait(
+    tls: &mut rustls::ServerConnection,
+    socket: &Socket,
+    mut data: &[u8],
+    flags: libc::c_int,
+    idle: Duration,
+    slot: &Slot,
+    beat_every: Duration,
+) -> io::Result<()> {
+    loop {
+        if !data.is_empty() {
+            let n = tls.writer().write(data)?;
+            slot.add_bytes_out(n);
+            data = &data[n..];
+        }
+        flush_tls(tls, socket, flags)?;
+        if tls.wants_write() {
+            wait_for(
+                socket.as_fd(),
+                PollFlags::POLLOUT,
+                Instant::now() + idle,
+                slot,
+                beat_every,
+            )?;
+        } else if data.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+/// `Conn::flush_out` through TLS: `out` keeps what the session did not
+/// take; returns the bytes moved (taken or sent), 0 when the socket is full.
+fn flush_out_tls(
+    tls: &mut rustls::ServerConnection,
+    socket: &Socket,
+    out: &mut Vec<u8>,
+    slot: &Slot,
+) -> io::Result<usize> {
+    let mut taken = 0;
+    let mut moved = 0;
+    loop {
+        moved += flush_tls(tls, socket, 0)?;
+        if tls.wants_write() || taken == out.len() {
+            break;
+        }
+        let n = tls.writer().write(&out[taken..])?;
+        if n == 0 {
+            break;
+        }
+        slot.add_bytes_out(n);
+        taken += n;
+        moved += n;
+    }
+    out.drain(..taken);
+    Ok(moved)
+}
+
+/// The socket as rustls's output, sent with send(2) flags (MSG_MORE for a
+/// response the FIN follows).
+struct SendWith<'s> {
+    socket: &'s Socket,
+    flags: libc::c_int,
+}
+
+impl Write for SendWith<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.socket.send_with_flags(data, self.flags)
+    }
+
+    // rustls hands over several records at once: one sendmsg(2) for all.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.socket.send_vectored_with_flags(bufs, self.flags)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

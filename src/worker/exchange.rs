@@ -16,7 +16,12 @@ use super::conn::{CLIENT_IDLE_TIMEOUT, Conn};
 use super::framing::{self, BodyLength, Plan};
 use super::write_out::write_response;
 use crate::access_log;
-use crate::app::{App, Body, LocalAddr, PeerAddr, RawHeaders, RawTarget, Response, ResponseBody};
+use crate::allow_list::AllowList;
+use crate::app::{
+    App, Body, ClientCertSubject, LocalAddr, PeerAddr, RawHeaders, RawTarget, Response,
+    ResponseBody, Scheme,
+};
+use crate::forwarded;
 use crate::heartbeat::Slot;
 use crate::http::response::{error_response, write_head};
 use crate::http::{Framing, Limits, RequestHead, Version};
@@ -46,6 +51,8 @@ pub struct Context<'a> {
     pub slow_request_threshold: Option<Duration>,
     /// Whether this worker may open another detached stream.
     pub may_open_stream: bool,
+    /// Peers whose forwarded headers are believed.
+    pub forwarded_allow_ips: &'a AllowList,
     pub access_format: Option<&'a access_log::Format>,
     pub clock: &'a mut Clock,
     /// Reused output buffer.
@@ -74,18 +81,59 @@ pub fn serve(
 ) -> After {
     let started = Instant::now();
     ctx.clock.refresh();
-    ctx.slot
-        .begin_request(&head.method, &head.target, conn.peer_label());
+    let client = Client::of(conn, &head.headers, ctx.forwarded_allow_ips);
+    if client.is_forwarded {
+        let label = client
+            .addr
+            .map_or_else(|| "-".to_owned(), |a| a.to_string());
+        ctx.slot.begin_request(&head.method, &head.target, &label);
+    } else {
+        ctx.slot
+            .begin_request(&head.method, &head.target, conn.peer_label());
+    }
     crate::sys::signals::set_current_request(Some(conn.fd()));
-    let after = exchange(conn, head, app, ctx, started);
+    let after = exchange(conn, head, client, app, ctx, started);
     crate::sys::signals::set_current_request(None);
     conn.served += 1;
     after
 }
 
+/// Who a request is from, as far as it can be believed: the connection's
+/// peer (the PROXY header's client, on such a bind) and scheme, unless a
+/// trusted proxy's forwarded headers say otherwise.
+struct Client {
+    addr: Option<std::net::SocketAddr>,
+    scheme: Scheme,
+    /// `addr` came from forwarded headers (its port is 0: they name none).
+    is_forwarded: bool,
+}
+
+impl Client {
+    fn of(conn: &Conn, headers: &[(String, Vec<u8>)], trusted: &AllowList) -> Client {
+        let own_scheme = if conn.tls.is_some() {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
+        let resolved = match conn.peer {
+            Some(peer) => forwarded::resolve(peer.ip(), headers, trusted),
+            None => forwarded::resolve_from_trusted(headers, trusted),
+        };
+        Client {
+            addr: resolved
+                .client
+                .map(|ip| std::net::SocketAddr::new(ip, 0))
+                .or(conn.peer),
+            scheme: resolved.scheme.unwrap_or(own_scheme),
+            is_forwarded: resolved.client.is_some(),
+        }
+    }
+}
+
 fn exchange(
     conn: &mut Conn,
     mut head: RequestHead,
+    client: Client,
     app: &mut dyn App,
     ctx: &mut Context<'_>,
     started: Instant,
@@ -101,7 +149,16 @@ fn exchange(
         );
     }
     let (access_headers, log_time) = access_log_fields(&head, ctx);
-    let request = match build_request(&mut head, conn.peer, conn.local_addr()) {
+    let client_cert = conn
+        .client_subject()
+        .map(|s| ClientCertSubject(s.to_owned()));
+    let request = match build_request(
+        &mut head,
+        client.addr,
+        conn.local_addr(),
+        client.scheme,
+        client_cert,
+    ) {
         Ok(r) => r,
         Err(reason) => return reject(conn, 400, &reason, ctx),
     };
@@ -151,7 +208,8 @@ fn exchange(
     // `100 Continue` does not count: a final response may still follow it).
     crate::sys::signals::mark_response_started();
     let completion = Completion {
-        peer: conn.peer,
+        peer: client.addr,
+        scheme: client.scheme,
         method: head.method,
         target: head.target,
         version: head.version,
@@ -304,6 +362,8 @@ fn build_request(
     head: &mut RequestHead,
     peer: Option<std::net::SocketAddr>,
     local: Option<std::net::SocketAddr>,
+    scheme: Scheme,
+    client_cert: Option<ClientCertSubject>,
 ) -> Result<http::Request<()>, String> {
     let method = http::Method::from_bytes(head.method.as_bytes())
         .map_err(|_| format!("invalid method {:?}", head.method))?;
@@ -327,6 +387,10 @@ fn build_request(
     *req.headers_mut() = headers;
     req.extensions_mut().insert(PeerAddr(peer));
     req.extensions_mut().insert(LocalAddr(local));
+    req.extensions_mut().insert(scheme);
+    if let Some(subject) = client_cert {
+        req.extensions_mut().insert(subject);
+    }
     req.extensions_mut().insert(RawTarget(head.target.clone()));
     req.extensions_mut()
         .insert(RawHeaders(std::mem::take(&mut head.headers)));

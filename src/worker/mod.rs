@@ -18,6 +18,7 @@ mod write_out;
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -34,6 +35,7 @@ use crate::config::WorkerSettings;
 use crate::heartbeat::{Slot, WorkerState};
 use crate::http::parse_head;
 use crate::listener::Listener;
+use crate::proxy_protocol;
 use crate::sys::process::{self, Pid};
 use crate::sys::signals::{self, Sig, SignalPipe};
 
@@ -520,7 +522,9 @@ impl<'a> Worker<'a> {
                     }
                     let deadline = now + self.spec.config.header_timeout;
                     let conn = Conn::new(socket, addr.as_socket(), deadline);
-                    self.add_conn(conn);
+                    if let Some(conn) = self.on_listener(i, conn) {
+                        self.add_conn(conn);
+                    }
                     return true;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -553,6 +557,48 @@ impl<'a> Worker<'a> {
             }
         }
         false
+    }
+
+    /// Set up what a connection from listener `i` begins with: a TLS
+    /// session, a PROXY header to read. None: it is closed (logged).
+    fn on_listener(&mut self, i: usize, conn: Conn) -> Option<Conn> {
+        let listener = &self.spec.listeners[i];
+        if !listener.is_tls && !listener.expects_proxy_header {
+            return Some(conn);
+        }
+        if listener.expects_proxy_header
+            && let Some(peer) = conn.peer
+            && !self.spec.config.proxy_allow_from.allows(peer.ip())
+        {
+            // Anyone could claim any address in a PROXY header; only the
+            // proxies named may. (A unix socket's peer is local, and
+            // trusted like the file's permissions say.)
+            log::warn!(
+                "closed a connection from {peer} on {}: it is not in --proxy-allow-from ({}), so its PROXY header would not be believed",
+                listener.name,
+                self.spec.config.proxy_allow_from
+            );
+            return None;
+        }
+        let tls = match (&self.spec.config.tls, listener.is_tls) {
+            (_, false) => None,
+            (Some(tls), true) => match rustls::ServerConnection::new(Arc::clone(&tls.config)) {
+                Ok(session) => Some(session),
+                Err(e) => {
+                    log::error!("cannot start a TLS session: {e}");
+                    return None;
+                }
+            },
+            (None, true) => {
+                // The master checks that TLS binds have certificates.
+                log::error!(
+                    "{} is a TLS listener but no certificate is set",
+                    listener.name
+                );
+                return None;
+            }
+        };
+        Some(conn.on_listener(tls, listener.expects_proxy_header))
     }
 
     /// Whether to leave the waiting connection to a sibling holding fewer
@@ -681,7 +727,31 @@ impl<'a> Worker<'a> {
         self.read_and_serve(k);
         // Whatever is still open now waits for the client.
         self.watch(k);
+        self.watch_writable(k);
         self.park_if_idle(k);
+    }
+
+    /// Ask epoll to report writability of connection `k` only while its
+    /// output waits for the client (a stream, TLS records).
+    fn watch_writable(&mut self, k: usize) {
+        let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) else {
+            return;
+        };
+        let wants_write = conn.has_pending_output();
+        if wants_write == conn.wants_write || !conn.is_registered {
+            return;
+        }
+        conn.wants_write = wants_write;
+        let interest = if wants_write {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let _ = self.poll.registry().reregister(
+            &mut SourceFd(&conn.fd()),
+            Token(FIRST_CONN + k),
+            interest,
+        );
     }
 
     /// Take connection `k` off the hand-off table before reading from it.
@@ -711,6 +781,7 @@ impl<'a> Worker<'a> {
             return;
         };
         if conn.is_parked
+            || !conn.is_movable
             || conn.phase != Phase::Idle
             || !conn.is_registered
             || conn.read_eof
@@ -791,15 +862,72 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// Read the PROXY header a proxied connection begins with. True once
+    /// it is in (the real client's address replaces the peer's) and the
+    /// connection goes on to its TLS handshake or request; false while it
+    /// is still coming, or when the connection was closed.
+    fn read_proxy_header(&mut self, k: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) else {
+            return false;
+        };
+        if let Err(e) = conn.read_available(proxy_protocol::MAX_HEADER_BYTES) {
+            log::debug!("read from {:?} failed: {e}", conn.peer);
+            self.close(k);
+            return false;
+        }
+        match proxy_protocol::parse(&conn.buf) {
+            Ok(None) if conn.read_eof => {
+                log::debug!(
+                    "{} closed before sending its PROXY header",
+                    conn.peer_label()
+                );
+                self.close(k);
+                false
+            }
+            Ok(None) => false,
+            Ok(Some((header, n))) => {
+                if let proxy_protocol::Header::Proxied { source, .. } = header {
+                    conn.set_peer(source);
+                }
+                if let Err(e) = conn.after_proxy_header(n) {
+                    self.handshake_failed(k, &e.to_string());
+                    return false;
+                }
+                true
+            }
+            Err(e) => {
+                log::warn!(
+                    "closed a connection from {}: {e} (is the proxy in front sending the PROXY protocol, and is this bind meant to expect it?)",
+                    conn.peer_label()
+                );
+                self.close(k);
+                false
+            }
+        }
+    }
+
     fn read_and_serve(&mut self, k: usize) {
+        if self
+            .conns
+            .get(k)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.awaiting_proxy_header)
+            && !self.read_proxy_header(k)
+        {
+            return;
+        }
         let limits = &self.spec.config.limits;
         let cap = head_read_cap(limits);
         let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) else {
             return;
         };
         if let Err(e) = conn.read_available(cap) {
-            log::debug!("read from {:?} failed: {e}", conn.peer);
-            self.close(k);
+            if conn.is_handshaking() {
+                self.handshake_failed(k, &e.to_string());
+            } else {
+                log::debug!("read from {:?} failed: {e}", conn.peer);
+                self.close(k);
+            }
             return;
         }
         if conn.phase == Phase::Lingering {
@@ -857,6 +985,17 @@ impl<'a> Worker<'a> {
                 self.finish(k, |conn, ctx| exchange::reject(conn, status, &reason, ctx));
             }
         }
+    }
+
+    /// A TLS handshake that failed or ran out of time: one debug line
+    /// (clients that give up are common, and not the server's fault),
+    /// counted for /metrics, and the connection closed.
+    fn handshake_failed(&mut self, k: usize, why: &str) {
+        if let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) {
+            log::debug!("TLS handshake with {} failed: {why}", conn.peer_label());
+            self.spec.slot.count_tls_handshake_failure();
+        }
+        self.close(k);
     }
 
     fn serve_request(&mut self, k: usize, head: crate::http::RequestHead) {
@@ -922,6 +1061,7 @@ impl<'a> Worker<'a> {
             beat_every: self.beat_every,
             slow_request_threshold: self.spec.config.slow_request_threshold,
             may_open_stream: self.streaming.len() < self.spec.config.max_streams_per_worker,
+            forwarded_allow_ips: &self.spec.config.forwarded_allow_ips,
             access_format: self.access_format.as_ref(),
             clock: &mut self.clock,
             out: &mut self.out,
@@ -965,7 +1105,7 @@ impl<'a> Worker<'a> {
                 // client still sending its next lines loses that race.) The
                 // shutdown also sends the response the kernel held back
                 // (MSG_MORE) in one packet with the FIN.
-                let _ = conn.socket.shutdown(std::net::Shutdown::Write);
+                conn.shutdown_write();
                 if conn.buf.is_empty() && conn.read_eof {
                     self.close(k);
                 } else {
@@ -994,6 +1134,9 @@ impl<'a> Worker<'a> {
                 Phase::Head => self.finish(k, |conn, ctx| {
                     exchange::reject(conn, 408, "the request head took too long to arrive", ctx)
                 }),
+                Phase::Idle if conn.is_handshaking() => {
+                    self.handshake_failed(k, "the client took too long (--header-timeout)")
+                }
                 Phase::Idle | Phase::Lingering => self.close(k),
                 Phase::Streaming => {
                     log::debug!("a stream to {:?} went idle too long; closing it", conn.peer);

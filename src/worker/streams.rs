@@ -5,13 +5,10 @@
 
 use std::time::Instant;
 
-use mio::unix::SourceFd;
-use mio::{Interest, Token};
-
+use super::Worker;
 use super::completion::Streaming;
 use super::conn::Phase;
 use super::exchange::After;
-use super::{FIRST_CONN, Worker};
 use crate::http::response::{write_chunk, write_last_chunk};
 use crate::stream::Next;
 
@@ -56,7 +53,7 @@ impl Worker<'_> {
         };
         let mut finished = false;
         loop {
-            if !conn.out.is_empty() {
+            if conn.has_pending_output() {
                 match conn.flush_out(slot) {
                     Ok(n) if n > 0 => conn.deadline = Instant::now() + stream.rx.idle_timeout,
                     Ok(_) => {}
@@ -66,7 +63,7 @@ impl Worker<'_> {
                         return Pumped::Failed;
                     }
                 }
-                if !conn.out.is_empty() {
+                if conn.has_pending_output() {
                     break; // the client reads slower than we write
                 }
             }
@@ -98,22 +95,9 @@ impl Worker<'_> {
             }
         }
         conn.stream = Some(stream);
-        // Ask epoll to report writability only while output waits.
-        let wants_write = !conn.out.is_empty();
-        if wants_write != conn.wants_write && conn.is_registered {
-            conn.wants_write = wants_write;
-            let interest = if wants_write {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            let _ = self.poll.registry().reregister(
-                &mut SourceFd(&conn.fd()),
-                Token(FIRST_CONN + k),
-                interest,
-            );
-        }
-        if finished && conn.out.is_empty() {
+        let is_flushed = !conn.has_pending_output();
+        self.watch_writable(k);
+        if finished && is_flushed {
             Pumped::Done
         } else {
             Pumped::Open

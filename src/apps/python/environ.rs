@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::app::{LocalAddr, PeerAddr, RawHeaders, RawTarget};
+use crate::app::{ClientCertSubject, LocalAddr, PeerAddr, RawHeaders, RawTarget, Scheme};
 
 /// The CGI-style string values of one request's environ, in order.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -59,6 +59,15 @@ impl Environ {
         let (name, port) = server_name_and_port(local, host.as_deref());
         push("SERVER_NAME", name);
         push("SERVER_PORT", port);
+        // The constants say "http"; only a secure request changes it.
+        if req.extensions().get::<Scheme>() == Some(&Scheme::Https) {
+            push("wsgi.url_scheme", "https".to_owned());
+            push("HTTPS", "on".to_owned());
+        }
+        if let Some(subject) = req.extensions().get::<ClientCertSubject>() {
+            // mod_ssl's name, which WSGI middleware already reads.
+            push("SSL_CLIENT_S_DN", subject.0.clone());
+        }
         let peer = req.extensions().get::<PeerAddr>().and_then(|p| p.0);
         let (addr, port) = remote(peer);
         push("REMOTE_ADDR", addr);
