@@ -14,6 +14,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output};
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use nix::sys::signal::Signal;
-use rustls::ProtocolVersion;
+use rustls::{HandshakeKind, ProtocolVersion};
 use serde_json::Value;
 
 use common::corpus::{CORPUS_OPTIONS, run_corpus, summary};
@@ -353,6 +354,120 @@ fn bodies_of_declared_length_and_chunked_bodies_arrive_whole_over_tls() {
     );
 }
 
+/// Requests pipelined in one write are all answered at once, as on a plain
+/// connection, however the TLS records and the worker's reads cut them: the
+/// server must not wait on the socket for bytes its TLS session already
+/// holds.
+#[test]
+fn pipelined_requests_in_one_flight_are_all_answered_at_once() {
+    let pki = Pki::new();
+    // A long keep-alive, so that a stalled connection is not closed early.
+    let server = echo_server(&pki, &["--keep-alive", "10"]);
+    let mut wrong = Vec::new();
+    // (requests, bytes of padding in each head): heads of 2 KB and 7 KB
+    // spread over records and reads of 4 KiB and 16 KiB differently.
+    for (count, pad) in [(10, 2000), (3, 7000), (8, 7000)] {
+        let mut client = pki
+            .connector()
+            .connect(server.port, LOCALHOST)
+            .unwrap_or_else(|e| panic!("TLS handshake: {e}; log:\n{}", server.log));
+        client
+            .set_read_timeout(Duration::from_secs(4))
+            .expect("set read timeout");
+        let padding = "x".repeat(pad);
+        let flight: Vec<u8> = (0..count)
+            .flat_map(|i| {
+                request(
+                    "GET",
+                    &format!("/pipelined/{i}"),
+                    &[("X-Pad", &padding)],
+                    b"",
+                )
+            })
+            .collect();
+        let sent = Instant::now();
+        client.send(&flight).expect("send the pipelined requests");
+        let mut answered = 0;
+        for i in 0..count {
+            match client.read_response() {
+                Ok(r) if r.status == 200 && json_of(&r)["target"] == format!("/pipelined/{i}") => {
+                    answered += 1;
+                }
+                Ok(r) => {
+                    wrong.push(format!("{count} x {pad} B: response {i} is {r:?}"));
+                    break;
+                }
+                Err(e) => {
+                    wrong.push(format!(
+                        "{count} x {pad} B: {answered} answered, then {e} after {:?}",
+                        sent.elapsed()
+                    ));
+                    break;
+                }
+            }
+        }
+        if answered == count && sent.elapsed() >= AT_ONCE {
+            wrong.push(format!(
+                "{count} x {pad} B: answered after {:?}",
+                sent.elapsed()
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "pipelined requests over TLS:\n{}\nlog:\n{}",
+        wrong.join("\n"),
+        server.log
+    );
+}
+
+/// A client's close_notify ends its side of the connection as a TCP
+/// half-close does on a plain one: the server answers what it received and
+/// closes at once, even when the alert arrives in the same read as the
+/// request (it then sits in the TLS layer, with nothing left on the socket
+/// to wake the worker).
+#[test]
+fn a_close_notify_behind_a_request_ends_the_connection_at_once() {
+    let pki = Pki::new();
+    // Long idle timeouts, so that waiting for one is plain to see.
+    let server = echo_server(&pki, &["--keep-alive", "10", "--header-timeout", "10"]);
+    let cases: [(&str, &[u8], bool); 2] = [
+        (
+            "a whole request",
+            b"GET /bye HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            true,
+        ),
+        ("half a request head", b"GET /bye HTTP/1.1\r\nHo", false),
+    ];
+    let mut wrong = Vec::new();
+    for (what, bytes, answered) in cases {
+        let mut client = pki
+            .connector()
+            .connect(server.port, LOCALHOST)
+            .unwrap_or_else(|e| panic!("TLS handshake: {e}; log:\n{}", server.log));
+        let sent = Instant::now();
+        client
+            .send_then_close_notify(bytes)
+            .expect("send with close_notify");
+        // Well short of either timeout.
+        let (got, closed) = client.read_until_closed(Duration::from_secs(4));
+        let took = sent.elapsed();
+        if got.starts_with(b"HTTP/1.1 200 OK") != answered || !closed || took >= AT_ONCE {
+            wrong.push(format!(
+                "{what} then close_notify: {} after {took:?}, having sent {:?}",
+                if closed { "closed" } else { "still open" },
+                String::from_utf8_lossy(&got)
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "expected the answer (if the request was whole) and the end of the \
+         connection within {AT_ONCE:?}:\n{}",
+        wrong.join("\n")
+    );
+}
+
 // ---------------------------------------------------------------- ALPN and SNI
 
 #[test]
@@ -439,6 +554,50 @@ fn sni_picks_the_certificate_for_the_name_and_the_first_pair_otherwise() {
             "{what}: the server presented another certificate"
         );
     }
+}
+
+/// Session tickets are sealed with a key the master makes, so a client
+/// resumes its session on a worker that did not issue its ticket: here the
+/// one forked after the issuing worker was killed.
+#[test]
+fn a_session_resumes_on_a_worker_that_did_not_issue_its_ticket() {
+    let pki = Pki::new();
+    let server = echo_server(&pki, &[]);
+    let issuer = *server.wait_for_workers(1).first().expect("one worker");
+    let resuming = pki.connector().sharing_sessions();
+    let connect_and_get = |path: &str| {
+        let mut client = resuming
+            .connect(server.port, LOCALHOST)
+            .unwrap_or_else(|e| panic!("TLS handshake: {e}; log:\n{}", server.log));
+        // Reading the response also takes in the tickets sent before it.
+        let response = client.get(path).expect("a response");
+        assert_eq!(response.status, 200, "{response:?}");
+        client.handshake_kind()
+    };
+    assert_eq!(connect_and_get("/first"), Some(HandshakeKind::Full));
+    assert_eq!(
+        connect_and_get("/again"),
+        Some(HandshakeKind::Resumed),
+        "the same worker resumes the session"
+    );
+
+    common::signal(issuer, Signal::SIGKILL);
+    let mut successor = BTreeSet::new();
+    assert!(
+        common::wait_until(EVENTUALLY, || {
+            successor = server.workers();
+            successor.len() == 1
+                && !successor.contains(&issuer)
+                && successor.iter().all(|&w| server.has_booted(w))
+        }),
+        "no worker replaced {issuer}; log:\n{}",
+        server.log
+    );
+    assert_eq!(
+        connect_and_get("/elsewhere"),
+        Some(HandshakeKind::Resumed),
+        "worker {successor:?} resumes a session worker {issuer} began"
+    );
 }
 
 // ---------------------------------------------------------------- versions
@@ -770,18 +929,17 @@ fn a_failed_handshake_is_counted_and_costs_no_worker() {
             .unwrap_or_default()
     );
 
-    // Plain HTTP to the TLS port: never answered as if it were HTTPS, and
-    // the connection is closed.
+    // Plain HTTP to the TLS port gets a 400 it can read, and is closed.
     let mut plain = connect_raw(server.port);
     plain
         .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .expect("send plain HTTP");
     let (bytes, closed) = read_until_closed(&mut plain, EVENTUALLY);
     assert!(closed, "the server left a plain-HTTP client hanging");
+    let answer = String::from_utf8_lossy(&bytes);
     assert!(
-        !bytes.starts_with(b"HTTP/1.1 200"),
-        "plain HTTP was served on the TLS port: {:?}",
-        String::from_utf8_lossy(&bytes)
+        answer.starts_with("HTTP/1.1 400 ") && answer.contains("https://"),
+        "plain HTTP on the TLS port: {answer:?}"
     );
 
     // A client that does not trust the server's certificate gives up.

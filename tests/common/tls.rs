@@ -19,11 +19,11 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, SerialNumber,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, ring};
+use rustls::crypto::{CryptoProvider, aws_lc_rs};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{
-    ClientConfig, ClientConnection, DigitallySignedStruct, ProtocolVersion, RootCertStore,
-    SignatureScheme, StreamOwned, SupportedProtocolVersion,
+    ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind, ProtocolVersion,
+    RootCertStore, SignatureScheme, StreamOwned, SupportedProtocolVersion,
 };
 
 use super::{
@@ -270,12 +270,9 @@ impl Drop for Pki {
 
 // ---------------------------------------------------------------- clients
 
-/// The crypto provider forkhorn itself is built with (ring). rustls marks
-/// ring's provider deprecated for lacking post-quantum key exchange, which
-/// these tests do not need.
-#[allow(deprecated)]
+/// The crypto provider forkhorn itself is built with (aws-lc-rs).
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(ring::default_provider())
+    Arc::new(aws_lc_rs::default_provider())
 }
 
 /// How a test client connects: whom it trusts, which TLS versions, ALPN
@@ -290,6 +287,9 @@ pub struct Connector {
     versions: &'static [&'static SupportedProtocolVersion],
     alpn: Vec<Vec<u8>>,
     sni: bool,
+    /// One config for every connection, so its session store carries
+    /// tickets from one connection to the next (`sharing_sessions`).
+    shared: Option<Arc<ClientConfig>>,
 }
 
 /// TLS 1.2 and 1.3, what a client offers by default.
@@ -308,7 +308,16 @@ impl Connector {
             versions: BOTH_VERSIONS,
             alpn: vec![HTTP_1_1.to_vec()],
             sni: true,
+            shared: None,
         }
+    }
+
+    /// Resumes sessions: every connection made through this connector (or
+    /// its clones) offers a ticket an earlier one received. Call it last;
+    /// it fixes the settings made before it.
+    pub fn sharing_sessions(mut self) -> Connector {
+        self.shared = Some(self.config());
+        self
     }
 
     /// Presents `leaf` when the server asks for a client certificate.
@@ -347,9 +356,12 @@ impl Connector {
     }
 
     pub fn config(&self) -> Arc<ClientConfig> {
+        if let Some(shared) = &self.shared {
+            return Arc::clone(shared);
+        }
         let builder = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(self.versions)
-            .expect("the ring provider supports TLS 1.2 and 1.3");
+            .expect("the aws-lc-rs provider supports TLS 1.2 and 1.3");
         let builder = if self.accept_any {
             builder
                 .dangerous()
@@ -487,6 +499,11 @@ impl TlsClient {
         self.connection().protocol_version()
     }
 
+    /// Whether the handshake was full or resumed a session.
+    pub fn handshake_kind(&self) -> Option<HandshakeKind> {
+        self.connection().handshake_kind()
+    }
+
     /// This end's address, which the server sees as the client's.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.reader.get_ref().sock.local_addr()
@@ -507,6 +524,57 @@ impl TlsClient {
     /// Read one response (an interim 1xx counts as one).
     pub fn read_response(&mut self) -> io::Result<Response> {
         read_response(&mut self.reader)
+    }
+
+    /// How long each read may wait (`IO_TIMEOUT` unless set).
+    pub fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.reader.get_ref().sock.set_read_timeout(Some(timeout))
+    }
+
+    /// Send `bytes` and a close_notify alert behind them in one write to the
+    /// socket, as a client does that has said all it will say (the TLS
+    /// half-close; the TCP connection stays open both ways).
+    pub fn send_then_close_notify(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let stream = self.reader.get_mut();
+        stream.conn.writer().write_all(bytes)?;
+        stream.conn.send_close_notify();
+        let mut records = Vec::new();
+        while stream.conn.wants_write() {
+            stream.conn.write_tls(&mut records)?;
+        }
+        stream.sock.write_all(&records)
+    }
+
+    /// Read until the server ends the connection (end of stream with or
+    /// without close_notify, or a reset) or `timeout` passes: the bytes
+    /// that arrived, and whether it ended.
+    pub fn read_until_closed(&mut self, timeout: Duration) -> (Vec<u8>, bool) {
+        let deadline = Instant::now() + timeout;
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return (bytes, false);
+            }
+            let sock = &self.reader.get_ref().sock;
+            sock.set_read_timeout(Some(left)).expect("set read timeout");
+            match self.reader.read(&mut buf) {
+                Ok(0) => return (bytes, true),
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return (bytes, false);
+                }
+                // A reset, or the end of the stream without close_notify.
+                Err(_) => return (bytes, true),
+            }
+        }
     }
 
     /// Whether the server ended the connection: the next read finds the end
