@@ -13,6 +13,7 @@
 pub mod corpus;
 pub mod python;
 pub mod sse;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -1,0 +1,847 @@
+//! TLS for the integration tests: a throwaway PKI made with rcgen when the
+//! test runs (written as PEM files for forkhorn's `--certfile`, `--keyfile`
+//! and `--ca-certs`), rustls clients that speak HTTP/1.1 through a TLS
+//! connection to 127.0.0.1, and starting a forkhorn whose listener is
+//! `https://`.
+//!
+//! Every key is ECDSA P-256; nothing here reads a file it did not write.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SerialNumber,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, aws_lc_rs};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind, ProtocolVersion,
+    RootCertStore, SignatureScheme, StreamOwned, SupportedProtocolVersion,
+};
+
+use super::{
+    BIN, EVENTUALLY, IO_TIMEOUT, Response, Server, bad, fresh_dir, request, spawn_collecting,
+    wait_until,
+};
+
+/// The name the main server certificate is for (with IP 127.0.0.1).
+pub const LOCALHOST: &str = "localhost";
+/// The name of the second server certificate (SNI tests).
+pub const OTHER_NAME: &str = "other.forkhorn.test";
+/// The common name of the client certificate the test CA signs.
+pub const CLIENT_CN: &str = "forkhorn-test-client";
+/// The organization in that client certificate's subject.
+pub const CLIENT_ORG: &str = "Forkhorn Tests";
+/// The common name of the client certificate an untrusted CA signs.
+pub const ROGUE_CN: &str = "forkhorn-rogue-client";
+/// The ALPN protocol id of HTTP/1.1.
+pub const HTTP_1_1: &[u8] = b"http/1.1";
+
+// ---------------------------------------------------------------- certificates
+
+/// Serial numbers, distinct within a test run (a renewed certificate must
+/// differ from the one it replaces).
+fn next_serial() -> SerialNumber {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    SerialNumber::from(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A certificate authority that signs server and client certificates.
+pub struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    /// A self-signed CA whose subject is `CN=<name>`.
+    pub fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.serial_number = Some(next_serial());
+        let key = KeyPair::generate().expect("generate a P-256 key");
+        let issuer = CertifiedIssuer::self_signed(params, key).expect("self-sign the test CA");
+        Ca { issuer }
+    }
+
+    pub fn der(&self) -> CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A server certificate for `names` (DNS names, or IP addresses such as
+    /// `127.0.0.1`), with a serial number no other certificate here has.
+    pub fn server_cert(&self, names: &[&str]) -> Leaf {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names.clone()).expect("valid subject alt names");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, &names[0]);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(params)
+    }
+
+    /// A client certificate with subject `CN=<cn>, O=CLIENT_ORG`.
+    pub fn client_cert(&self, cn: &str) -> Leaf {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, CLIENT_ORG);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
+    fn sign(&self, mut params: CertificateParams) -> Leaf {
+        params.serial_number = Some(next_serial());
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate().expect("generate a P-256 key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("sign with the test CA");
+        Leaf {
+            der: cert.der().clone(),
+            cert_pem: cert.pem(),
+            key,
+        }
+    }
+}
+
+/// An end-entity certificate and its private key.
+pub struct Leaf {
+    /// The certificate as it goes over the wire, for comparing with what a
+    /// server presented.
+    pub der: CertificateDer<'static>,
+    pub cert_pem: String,
+    key: KeyPair,
+}
+
+impl Leaf {
+    /// The private key as a PKCS#8 PEM file holds it.
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    pub fn key_der(&self) -> PrivateKeyDer<'static> {
+        PrivatePkcs8KeyDer::from(self.key.serialize_der()).into()
+    }
+
+    /// Write `<stem>.pem` (the certificate) and `<stem>.key` into `dir`.
+    pub fn write(&self, dir: &Path, stem: &str) -> PemFiles {
+        let files = PemFiles {
+            cert: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}.key")),
+        };
+        files.write(self);
+        files
+    }
+}
+
+/// Where a certificate and its key are on disk.
+#[derive(Clone, Debug)]
+pub struct PemFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl PemFiles {
+    /// Overwrite both files with `leaf` (a renewal: same paths, new pair).
+    pub fn write(&self, leaf: &Leaf) {
+        std::fs::write(&self.cert, &leaf.cert_pem).expect("write a certificate file");
+        std::fs::write(&self.key, leaf.key_pem()).expect("write a key file");
+    }
+
+    pub fn cert_str(&self) -> &str {
+        path_str(&self.cert)
+    }
+
+    pub fn key_str(&self) -> &str {
+        path_str(&self.key)
+    }
+
+    /// `--certfile CERT --keyfile KEY`.
+    pub fn flags(&self) -> [&str; 4] {
+        ["--certfile", self.cert_str(), "--keyfile", self.key_str()]
+    }
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 tmp path")
+}
+
+/// Everything a TLS test needs, made fresh for each test and written as PEM
+/// files into a fresh directory (removed on drop).
+pub struct Pki {
+    pub dir: PathBuf,
+    /// The CA forkhorn's clients trust, and `--ca-certs` names.
+    pub ca: Ca,
+    pub ca_file: PathBuf,
+    /// For `localhost` and IP 127.0.0.1, signed by `ca`.
+    pub server: Leaf,
+    pub server_files: PemFiles,
+    /// For `OTHER_NAME`, signed by `ca`.
+    pub other: Leaf,
+    pub other_files: PemFiles,
+    /// `CN=CLIENT_CN, O=CLIENT_ORG`, signed by `ca`.
+    pub client: Leaf,
+    pub client_files: PemFiles,
+    /// A CA nobody here trusts.
+    pub rogue_ca: Ca,
+    pub rogue_ca_file: PathBuf,
+    /// `CN=ROGUE_CN`, signed by `rogue_ca`.
+    pub rogue_client: Leaf,
+    pub rogue_client_files: PemFiles,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = fresh_dir();
+        let ca = Ca::new("forkhorn test CA");
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).expect("write the CA file");
+        let server = ca.server_cert(&[LOCALHOST, "127.0.0.1"]);
+        let server_files = server.write(&dir, "server");
+        let other = ca.server_cert(&[OTHER_NAME]);
+        let other_files = other.write(&dir, "other");
+        let client = ca.client_cert(CLIENT_CN);
+        let client_files = client.write(&dir, "client");
+        let rogue_ca = Ca::new("forkhorn rogue CA");
+        let rogue_ca_file = dir.join("rogue-ca.pem");
+        std::fs::write(&rogue_ca_file, rogue_ca.pem()).expect("write the rogue CA file");
+        let rogue_client = rogue_ca.client_cert(ROGUE_CN);
+        let rogue_client_files = rogue_client.write(&dir, "rogue-client");
+        Pki {
+            dir,
+            ca,
+            ca_file,
+            server,
+            server_files,
+            other,
+            other_files,
+            client,
+            client_files,
+            rogue_ca,
+            rogue_ca_file,
+            rogue_client,
+            rogue_client_files,
+        }
+    }
+
+    pub fn ca_str(&self) -> &str {
+        path_str(&self.ca_file)
+    }
+
+    /// A client that trusts this PKI's CA, offers `http/1.1`, and has no
+    /// client certificate.
+    pub fn connector(&self) -> Connector {
+        Connector::trusting(&self.ca)
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Pki {
+        Pki::new()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------- clients
+
+/// The crypto provider forkhorn itself is built with (aws-lc-rs).
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(aws_lc_rs::default_provider())
+}
+
+/// How a test client connects: whom it trusts, which TLS versions, ALPN
+/// ids and client certificate it offers, and whether it sends SNI.
+#[derive(Clone)]
+pub struct Connector {
+    roots: Vec<CertificateDer<'static>>,
+    /// Accept any server certificate (to observe what a server presents
+    /// under a name it has no certificate for).
+    accept_any: bool,
+    identity: Option<(CertificateDer<'static>, Arc<PrivateKeyDer<'static>>)>,
+    versions: &'static [&'static SupportedProtocolVersion],
+    alpn: Vec<Vec<u8>>,
+    sni: bool,
+    /// One config for every connection, so its session store carries
+    /// tickets from one connection to the next (`sharing_sessions`).
+    shared: Option<Arc<ClientConfig>>,
+}
+
+/// TLS 1.2 and 1.3, what a client offers by default.
+static BOTH_VERSIONS: &[&SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+static ONLY_TLS12: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
+static ONLY_TLS13: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+impl Connector {
+    /// Trusts `ca` only; offers TLS 1.2 and 1.3, ALPN `http/1.1`, and SNI.
+    pub fn trusting(ca: &Ca) -> Connector {
+        Connector {
+            roots: vec![ca.der()],
+            accept_any: false,
+            identity: None,
+            versions: BOTH_VERSIONS,
+            alpn: vec![HTTP_1_1.to_vec()],
+            sni: true,
+            shared: None,
+        }
+    }
+
+    /// Resumes sessions: every connection made through this connector (or
+    /// its clones) offers a ticket an earlier one received. Call it last;
+    /// it fixes the settings made before it.
+    pub fn sharing_sessions(mut self) -> Connector {
+        self.shared = Some(self.config());
+        self
+    }
+
+    /// Presents `leaf` when the server asks for a client certificate.
+    pub fn with_client_cert(mut self, leaf: &Leaf) -> Connector {
+        self.identity = Some((leaf.der.clone(), Arc::new(leaf.key_der())));
+        self
+    }
+
+    pub fn tls12_only(mut self) -> Connector {
+        self.versions = ONLY_TLS12;
+        self
+    }
+
+    pub fn tls13_only(mut self) -> Connector {
+        self.versions = ONLY_TLS13;
+        self
+    }
+
+    /// Offers these ALPN ids (none at all with an empty list).
+    pub fn alpn(mut self, ids: &[&[u8]]) -> Connector {
+        self.alpn = ids.iter().map(|id| id.to_vec()).collect();
+        self
+    }
+
+    /// Sends no server name indication.
+    pub fn without_sni(mut self) -> Connector {
+        self.sni = false;
+        self
+    }
+
+    /// Accepts whatever certificate the server presents. Only for looking
+    /// at that certificate; never for a test about verification.
+    pub fn accepting_any_cert(mut self) -> Connector {
+        self.accept_any = true;
+        self
+    }
+
+    pub fn config(&self) -> Arc<ClientConfig> {
+        if let Some(shared) = &self.shared {
+            return Arc::clone(shared);
+        }
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(self.versions)
+            .expect("the aws-lc-rs provider supports TLS 1.2 and 1.3");
+        let builder = if self.accept_any {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider())))
+        } else {
+            let mut roots = RootCertStore::empty();
+            for root in &self.roots {
+                roots.add(root.clone()).expect("a valid CA certificate");
+            }
+            builder.with_root_certificates(roots)
+        };
+        let mut config = match &self.identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(vec![cert.clone()], key.clone_key())
+                .expect("a matching client key"),
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = self.alpn.clone();
+        config.enable_sni = self.sni;
+        Arc::new(config)
+    }
+
+    /// Connect to 127.0.0.1:`port` and finish the handshake for `name`
+    /// (checked against the server's certificate unless `accepting_any_cert`).
+    /// A failed handshake is an error of kind `InvalidData` naming the TLS
+    /// error; with TLS 1.3 a server refusing a client certificate may only
+    /// say so at the first read, so tests send a request before concluding.
+    pub fn connect(&self, port: u16, name: &str) -> io::Result<TlsClient> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut sock = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        sock.set_read_timeout(Some(IO_TIMEOUT))?;
+        sock.set_write_timeout(Some(IO_TIMEOUT))?;
+        sock.set_nodelay(true)?;
+        let mut conn = ClientConnection::new(self.config(), server_name(name))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock)?;
+        }
+        Ok(TlsClient {
+            reader: BufReader::new(StreamOwned::new(conn, sock)),
+        })
+    }
+
+    /// The TLS record carrying the ClientHello this connector would send to
+    /// `name`: the bytes a stalled client sends part of.
+    pub fn client_hello(&self, name: &str) -> Vec<u8> {
+        let mut conn =
+            ClientConnection::new(self.config(), server_name(name)).expect("a client connection");
+        let mut hello = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut hello).expect("write to a Vec");
+        }
+        hello
+    }
+}
+
+fn server_name(name: &str) -> ServerName<'static> {
+    ServerName::try_from(name.to_owned()).expect("a DNS name or an IP address")
+}
+
+/// A verifier that accepts every certificate (signatures are still checked,
+/// so the server really holds the key of what it presented).
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TLS connection that can carry several requests (keep-alive).
+pub struct TlsClient {
+    reader: BufReader<StreamOwned<ClientConnection, TcpStream>>,
+}
+
+impl TlsClient {
+    pub fn connection(&self) -> &ClientConnection {
+        &self.reader.get_ref().conn
+    }
+
+    /// The certificate the server presented (its end-entity certificate).
+    pub fn peer_certificate(&self) -> Option<CertificateDer<'static>> {
+        self.connection()
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .cloned()
+    }
+
+    /// The ALPN id the server selected.
+    pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
+        self.connection().alpn_protocol().map(<[u8]>::to_vec)
+    }
+
+    pub fn protocol_version(&self) -> Option<ProtocolVersion> {
+        self.connection().protocol_version()
+    }
+
+    /// Whether the handshake was full or resumed a session.
+    pub fn handshake_kind(&self) -> Option<HandshakeKind> {
+        self.connection().handshake_kind()
+    }
+
+    /// This end's address, which the server sees as the client's.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.reader.get_ref().sock.local_addr()
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let stream = self.reader.get_mut();
+        stream.write_all(bytes)?;
+        stream.flush()
+    }
+
+    /// A keep-alive GET on this connection.
+    pub fn get(&mut self, path: &str) -> io::Result<Response> {
+        self.send(&request("GET", path, &[], b""))?;
+        self.read_response()
+    }
+
+    /// Read one response (an interim 1xx counts as one).
+    pub fn read_response(&mut self) -> io::Result<Response> {
+        read_response(&mut self.reader)
+    }
+
+    /// How long each read may wait (`IO_TIMEOUT` unless set).
+    pub fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.reader.get_ref().sock.set_read_timeout(Some(timeout))
+    }
+
+    /// Send `bytes` and a close_notify alert behind them in one write to the
+    /// socket, as a client does that has said all it will say (the TLS
+    /// half-close; the TCP connection stays open both ways).
+    pub fn send_then_close_notify(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let stream = self.reader.get_mut();
+        stream.conn.writer().write_all(bytes)?;
+        stream.conn.send_close_notify();
+        let mut records = Vec::new();
+        while stream.conn.wants_write() {
+            stream.conn.write_tls(&mut records)?;
+        }
+        stream.sock.write_all(&records)
+    }
+
+    /// Read until the server ends the connection (end of stream with or
+    /// without close_notify, or a reset) or `timeout` passes: the bytes
+    /// that arrived, and whether it ended.
+    pub fn read_until_closed(&mut self, timeout: Duration) -> (Vec<u8>, bool) {
+        let deadline = Instant::now() + timeout;
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return (bytes, false);
+            }
+            let sock = &self.reader.get_ref().sock;
+            sock.set_read_timeout(Some(left)).expect("set read timeout");
+            match self.reader.read(&mut buf) {
+                Ok(0) => return (bytes, true),
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return (bytes, false);
+                }
+                // A reset, or the end of the stream without close_notify.
+                Err(_) => return (bytes, true),
+            }
+        }
+    }
+
+    /// Whether the server ended the connection: the next read finds the end
+    /// of the stream (with or without close_notify) or a reset.
+    pub fn is_closed_by_server(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        match self.reader.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+            ),
+        }
+    }
+}
+
+/// One `GET path` with `Connection: close` on a new TLS connection to `name`;
+/// the response and the certificate the server presented.
+pub fn tls_get(
+    connector: &Connector,
+    port: u16,
+    name: &str,
+    path: &str,
+) -> io::Result<(Response, CertificateDer<'static>)> {
+    let mut client = connector.connect(port, name)?;
+    client.send(&request("GET", path, &[("Connection", "close")], b""))?;
+    let response = client.read_response()?;
+    let cert = client
+        .peer_certificate()
+        .ok_or_else(|| bad("the server presented no certificate".to_owned()))?;
+    Ok((response, cert))
+}
+
+/// Read one response from `reader`: the same reading as `Client` does on a
+/// plain connection.
+pub fn read_response(reader: &mut impl BufRead) -> io::Result<Response> {
+    let status_line = read_line(reader)?;
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default().to_owned();
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+    if !version.starts_with("HTTP/1.") {
+        return Err(bad(format!("bad status line {status_line:?}")));
+    }
+    let mut headers = Vec::new();
+    loop {
+        let line = read_line(reader)?;
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
+        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    let mut response = Response {
+        version,
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let chunked = response
+        .header("Transfer-Encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let length = response.header("Content-Length").map(str::parse::<usize>);
+    let has_body = !((100..200).contains(&status) || status == 204 || status == 304);
+    response.body = match (has_body, chunked, length) {
+        (false, _, _) => Vec::new(),
+        (true, true, _) => read_chunked(reader)?,
+        (true, false, Some(length)) => {
+            let length = length.map_err(|_| bad("bad Content-Length".to_owned()))?;
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body)?;
+            body
+        }
+        (true, false, None) => {
+            let mut body = Vec::new();
+            reader.read_to_end(&mut body)?;
+            body
+        }
+    };
+    Ok(response)
+}
+
+fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line = read_line(reader)?;
+        let size = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size, 16)
+            .map_err(|_| bad(format!("bad chunk size line {line:?}")))?;
+        if size == 0 {
+            // Trailer fields, up to the blank line.
+            while !read_line(reader)?.is_empty() {}
+            return Ok(body);
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..])?;
+        if !read_line(reader)?.is_empty() {
+            return Err(bad("chunk data not followed by CRLF".to_owned()));
+        }
+    }
+}
+
+/// One line without its CRLF; end of stream is an error.
+fn read_line(reader: &mut impl BufRead) -> io::Result<String> {
+    let mut line = Vec::new();
+    let n = reader.read_until(b'\n', &mut line)?;
+    if n == 0 || line.last() != Some(&b'\n') {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed in the middle of a response",
+        ));
+    }
+    line.pop();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    String::from_utf8(line).map_err(|_| bad("non-UTF-8 line in a response".to_owned()))
+}
+
+// ---------------------------------------------------------------- servers
+
+/// Start `forkhorn ARGS --worker-tmp-dir <fresh dir>`, where ARGS carry
+/// their own `-b` flags (at least one `https://` bind, or `--certfile` with
+/// plain binds), with `env` added for the master; wait until it logs
+/// `Listening at: https://127.0.0.1:PORT (PID)`. The server's `port` is
+/// that PORT; `listening_port` finds the others.
+pub fn start_https(args: &[&str], env: &[(&str, &str)]) -> Server {
+    let tmp_dir = fresh_dir();
+    let mut command = Command::new(BIN);
+    command
+        .envs(env.iter().copied())
+        .args(args)
+        .arg("--worker-tmp-dir")
+        .arg(&tmp_dir);
+    let (child, log, stdout) = spawn_collecting(command);
+    let master = i32::try_from(child.id()).expect("pid fits in i32");
+    let mut server = Server {
+        child,
+        master,
+        port: 0,
+        log,
+        stdout,
+        tmp_dir,
+        exit: None,
+    };
+    // A master that exits instead (a refused flag) fails the test at once.
+    let marker = "Listening at: https://127.0.0.1:";
+    let mut exited = None;
+    wait_until(EVENTUALLY, || {
+        exited = server.child.try_wait().ok().flatten();
+        exited.is_some() || server.log.contains(marker)
+    });
+    if let Some(status) = exited {
+        wait_until(EVENTUALLY, || server.log.has_ended());
+        panic!(
+            "forkhorn {args:?} exited ({status}) instead of listening; stderr:\n{}",
+            server.log
+        );
+    }
+    server.port = listening_port(&server, "https");
+    server
+}
+
+/// The port of the server's `Listening at: SCHEME://127.0.0.1:PORT (PID)`
+/// line, waiting for it; the first such line if there are several.
+pub fn listening_port(server: &Server, scheme: &str) -> u16 {
+    let marker = format!("Listening at: {scheme}://127.0.0.1:");
+    let Some(line) = server.log.wait_for(EVENTUALLY, |l| l.contains(&marker)) else {
+        panic!(
+            "forkhorn did not report `{marker}PORT`; stderr:\n{}",
+            server.log
+        );
+    };
+    let after = &line[line.find(&marker).expect("marker in line") + marker.len()..];
+    let (port, rest) = after
+        .split_once(' ')
+        .expect("`PORT (PID)` after the marker");
+    assert_eq!(
+        rest,
+        format!("({})", server.master),
+        "the listening line names the master pid: {line}"
+    );
+    port.parse()
+        .unwrap_or_else(|_| panic!("no port in {line:?}"))
+}
+
+// ---------------------------------------------------------------- a request loop
+
+/// What a `TlsRequestLoop` saw.
+#[derive(Debug, Default, Clone)]
+pub struct TlsOutcomes {
+    /// For each 200, the certificate the server presented, in order.
+    pub certs: Vec<CertificateDer<'static>>,
+    /// Every error or non-200 response, described.
+    pub failures: Vec<String>,
+}
+
+/// A thread issuing `GET path` back to back, each on a new TLS connection
+/// to `name`, recording every outcome, until stopped.
+pub struct TlsRequestLoop {
+    stop: Arc<AtomicBool>,
+    outcomes: Arc<Mutex<TlsOutcomes>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TlsRequestLoop {
+    pub fn start(connector: Connector, port: u16, name: &str, path: &str) -> TlsRequestLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let outcomes = Arc::new(Mutex::new(TlsOutcomes::default()));
+        let thread = {
+            let (stop, outcomes) = (stop.clone(), outcomes.clone());
+            let (name, path) = (name.to_owned(), path.to_owned());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let result = tls_get(&connector, port, &name, &path);
+                    let mut o = outcomes.lock().expect("outcomes lock");
+                    match result {
+                        Ok((r, cert)) if r.status == 200 => o.certs.push(cert),
+                        Ok((r, _)) => o.failures.push(format!(
+                            "status {} after {:?}: {:?}",
+                            r.status,
+                            started.elapsed(),
+                            r.text()
+                        )),
+                        Err(e) => o
+                            .failures
+                            .push(format!("{e} after {:?}", started.elapsed())),
+                    }
+                }
+            })
+        };
+        TlsRequestLoop {
+            stop,
+            outcomes,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn outcomes(&self) -> TlsOutcomes {
+        self.outcomes.lock().expect("outcomes lock").clone()
+    }
+
+    /// Wait until `n` more requests than now have been served.
+    pub fn wait_for_more_served(&self, n: usize, timeout: Duration) -> bool {
+        let start = self.outcomes().certs.len();
+        wait_until(timeout, || self.outcomes().certs.len() >= start + n)
+    }
+
+    /// Stop after the request in flight and return everything seen.
+    pub fn finish(mut self) -> TlsOutcomes {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("request loop thread");
+        }
+        self.outcomes()
+    }
+}
+
+impl Drop for TlsRequestLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
