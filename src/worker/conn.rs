@@ -328,19 +328,29 @@ impl Conn {
                     added += n;
                     continue;
                 }
-                None if added > 0 => return Ok(added),
                 None => {}
+            }
+            // Records already read but not yet decrypted: rustls stops
+            // decrypting while its plaintext buffer is full, so a flight of
+            // pipelined requests can sit here after the socket is empty.
+            if decrypt(tls, socket)?.plaintext_bytes_to_read() > 0 {
+                continue;
+            }
+            if added > 0 {
+                return Ok(added);
             }
             if !*maybe_readable {
                 // The last read from the socket was short: it is empty.
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            match tls.read_tls(&mut &*socket) {
+            let mut recv = Recv { socket, asked: 0 };
+            match tls.read_tls(&mut recv) {
                 Ok(0) => break,
-                // rustls asks for at least TLS_READ_SIZE bytes: fewer means
-                // the kernel had no more just now, as in `read_once`. Saves
-                // an EAGAIN read per request.
-                Ok(n) if n < TLS_READ_SIZE && !*peer_closed => *maybe_readable = false,
+                // Fewer bytes than rustls had room for: the kernel had no
+                // more just now, as in `read_once`. Saves an EAGAIN read per
+                // request. (rustls's room varies: near a full record it asks
+                // for less than its usual 4 KiB.)
+                Ok(n) if n < recv.asked && !*peer_closed => *maybe_readable = false,
                 Ok(_) => {}
                 Err(e) => {
                     if e.kind() == io::ErrorKind::WouldBlock {
@@ -349,19 +359,7 @@ impl Conn {
                     return Err(e);
                 }
             }
-            if let Err(e) = tls.process_new_packets() {
-                if is_plain_text(&e) {
-                    // Somebody typed http:// for an https:// port: tell them
-                    // in words they can read, as nginx does, not in an alert.
-                    let _ = (&*socket).write(PLAIN_HTTP_ON_TLS_PORT);
-                } else {
-                    // rustls queued an alert telling the client why; send
-                    // it if the socket takes it now.
-                    let _ = flush_tls(tls, socket, 0);
-                }
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-            }
-            flush_tls(tls, socket, 0)?;
+            decrypt(tls, socket)?;
         }
         *read_eof = true;
         *maybe_readable = false;
@@ -508,9 +506,18 @@ impl Conn {
     }
 }
 
-/// The least rustls asks of the socket in one read (its deframer's
-/// READ_SIZE): a read that returns fewer bytes emptied the socket.
-const TLS_READ_SIZE: usize = 4096;
+/// The socket as rustls's input, noting how much room each read offered.
+struct Recv<'s> {
+    socket: &'s Socket,
+    asked: usize,
+}
+
+impl Read for Recv<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.asked = buf.len();
+        (&*self.socket).read(buf)
+    }
+}
 
 /// The answer to a plain-text request on a TLS listener.
 const PLAIN_HTTP_ON_TLS_PORT: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 52\r\nConnection: close\r\n\r\nThis port speaks HTTPS: use https:// to talk to it.\n";
@@ -522,6 +529,29 @@ fn is_plain_text(e: &rustls::Error) -> bool {
         e,
         rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
     )
+}
+
+/// Decrypt the records rustls has read, and send what it answers
+/// (handshake messages, alerts). A TLS error is InvalidData.
+fn decrypt(tls: &mut rustls::ServerConnection, socket: &Socket) -> io::Result<rustls::IoState> {
+    match tls.process_new_packets() {
+        Ok(state) => {
+            flush_tls(tls, socket, 0)?;
+            Ok(state)
+        }
+        Err(e) => {
+            if is_plain_text(&e) {
+                // Somebody typed http:// for an https:// port: tell them in
+                // words they can read, as nginx does, not in an alert.
+                let _ = (&*socket).write(PLAIN_HTTP_ON_TLS_PORT);
+            } else {
+                // rustls queued an alert telling the client why; send it
+                // if the socket takes it now.
+                let _ = flush_tls(tls, socket, 0);
+            }
+            Err(io::Error::new(io::ErrorKind::InvalidData, e))
+        }
+    }
 }
 
 /// Send TLS records the session holds, as far as the socket takes them
