@@ -21,22 +21,6 @@ const REQUEST: &[u8] = b"GET /who HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r
 /// v2's fixed signature.
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\x00\r\nQUIT\n";
 
-/// The port of the listener whose log line starts with `prefix`
-/// (`proxy+http://127.0.0.1:`).
-fn port_of(server: &Server, prefix: &str) -> u16 {
-    let marker = format!("Listening at: {prefix}");
-    let line = server
-        .log
-        .wait_for(EVENTUALLY, |l| l.contains(&marker))
-        .unwrap_or_else(|| panic!("no {marker:?} line; log:\n{}", server.log));
-    let after = &line[line.find(&marker).expect("marker") + marker.len()..];
-    after
-        .split(' ')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"))
-}
-
 /// A server with a PROXY listener beside the plain one; its proxy port.
 fn proxied_server(extra: &[&str]) -> (Server, u16) {
     let mut args = vec![
@@ -50,7 +34,7 @@ fn proxied_server(extra: &[&str]) -> (Server, u16) {
     args.extend_from_slice(extra);
     args.push("echo");
     let server = Server::start(&args);
-    let port = port_of(&server, "proxy+http://127.0.0.1:");
+    let port = common::tls::listening_port(&server, "proxy+http");
     (server, port)
 }
 
@@ -290,7 +274,7 @@ fn the_control_socket_names_the_proxied_client_of_a_request_in_flight() {
         "proxy+http://127.0.0.1:0",
         "chaos",
     ]);
-    let port = port_of(&server, "proxy+http://127.0.0.1:");
+    let port = common::tls::listening_port(&server, "proxy+http");
     let sleeper = std::thread::spawn(move || {
         exchange(
             port,

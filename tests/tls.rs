@@ -1166,3 +1166,94 @@ fn the_public_corpus_passes_over_tls_in_every_send_mode() {
         assert!(passed >= 100, "mode {mode}: only {passed} cases ran");
     }
 }
+
+#[test]
+fn a_proxy_header_before_the_handshake_gives_apps_the_real_client() {
+    let pki = Pki::new();
+    let server = echo_server(&pki, &["-b", "proxy+https://127.0.0.1:0"]);
+    let port = listening_port(&server, "proxy+https");
+    let mut client = pki
+        .connector()
+        .connect_after(
+            port,
+            LOCALHOST,
+            b"PROXY TCP4 198.51.100.7 10.0.0.1 40123 443\r\n",
+        )
+        .unwrap_or_else(|e| panic!("TLS after a PROXY header: {e}; log:\n{}", server.log));
+    client
+        .send(&request("GET", "/who", &[("Connection", "close")], b""))
+        .expect("send");
+    let echo = json_of(&client.read_response().expect("a response"));
+    assert_eq!(echo["client_addr"], "198.51.100.7:40123");
+    assert_eq!(echo["scheme"], "https");
+}
+
+#[test]
+fn workers_that_drop_privileges_serve_tls_without_reading_the_key() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: dropping privileges needs root");
+        return;
+    }
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        eprintln!("skipped: no user nobody on this machine");
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    // Only root may read the key: the master reads it before the workers
+    // become nobody.
+    let key = pki.server_files.key_str();
+    std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let server = echo_server(&pki, &["-u", "nobody"]);
+    let workers = server.wait_for_workers(1);
+    let echo = get_ok(&server, &pki.connector(), "/");
+    assert_eq!(echo["scheme"], "https");
+    for w in workers {
+        let status = std::fs::read_to_string(format!("/proc/{w}/status")).expect("status");
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|u| u.parse::<u32>().ok());
+        assert_eq!(uid, Some(nobody.uid.as_raw()), "worker {w} runs as nobody");
+    }
+}
+
+#[test]
+fn a_timed_out_tls_request_sees_the_connection_end_not_plain_text() {
+    // The timeout's 504 is written from a signal handler, which cannot
+    // encrypt; plain bytes inside the session would be a protocol error.
+    let pki = Pki::new();
+    let mut args = vec!["-w", "1", "-t", "1", "-b", "https://127.0.0.1:0"];
+    args.extend(pki.server_files.flags());
+    args.push("chaos");
+    let server = start_https(&args, &[]);
+    let mut client = pki
+        .connector()
+        .connect(server.port, LOCALHOST)
+        .expect("handshake");
+    client
+        .send(&request(
+            "GET",
+            "/sleep?s=30",
+            &[("Connection", "close")],
+            b"",
+        ))
+        .expect("send");
+    let err = client
+        .read_response()
+        .expect_err("no response from a killed worker");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::UnexpectedEof,
+        "the connection ends without a TLS error: {err}"
+    );
+    assert!(
+        server
+            .log
+            .wait_for(EVENTUALLY, |l| l.contains("WORKER TIMEOUT"))
+            .is_some(),
+        "{}",
+        server.log
+    );
+}

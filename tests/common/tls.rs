@@ -390,11 +390,17 @@ impl Connector {
     /// error; with TLS 1.3 a server refusing a client certificate may only
     /// say so at the first read, so tests send a request before concluding.
     pub fn connect(&self, port: u16, name: &str) -> io::Result<TlsClient> {
+        self.connect_after(port, name, b"")
+    }
+
+    /// `connect`, sending `preamble` in the clear first (a PROXY header).
+    pub fn connect_after(&self, port: u16, name: &str, preamble: &[u8]) -> io::Result<TlsClient> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut sock = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
         sock.set_read_timeout(Some(IO_TIMEOUT))?;
         sock.set_write_timeout(Some(IO_TIMEOUT))?;
         sock.set_nodelay(true)?;
+        sock.write_all(preamble)?;
         let mut conn = ClientConnection::new(self.config(), server_name(name))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         while conn.is_handshaking() {
