@@ -15,7 +15,7 @@
 mod common;
 
 use common::Server;
-use common::corpus::{CORPUS_OPTIONS, corpus_dir, run_corpus, summary};
+use common::corpus::{CORPUS_OPTIONS, corpus_dir, passes_in_every_mode, run_corpus, summary};
 
 #[test]
 fn the_public_corpus_passes_in_every_send_mode() {
@@ -23,17 +23,7 @@ fn the_public_corpus_passes_in_every_send_mode() {
     args.extend(CORPUS_OPTIONS);
     args.push("echo");
     let server = Server::start(&args);
-    for mode in ["all", "lines", "bytes"] {
-        let out = run_corpus(server.port, mode, &[]);
-        let (passed, failed, stdout) = summary(&out);
-        assert!(
-            out.status.success() && failed == 0,
-            "mode {mode}: {failed} failed\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // The corpus has 140 files, a few needing non-default settings.
-        assert!(passed >= 100, "mode {mode}: only {passed} cases ran");
-    }
+    passes_in_every_mode(server.port, &[]);
 }
 
 /// With the defaults, the only corpus cases that fail are "accept" cases

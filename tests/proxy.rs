@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{EVENTUALLY, Server};
 
@@ -51,27 +51,7 @@ fn exchange(port: u16, parts: &[&[u8]]) -> (Vec<u8>, bool) {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    read_to_close(&mut stream)
-}
-
-/// Everything until the server closes, and whether it did in time.
-fn read_to_close(stream: &mut TcpStream) -> (Vec<u8>, bool) {
-    let deadline = Instant::now() + WIRE_TIMEOUT;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return (out, false);
-        }
-        stream.set_read_timeout(Some(left)).expect("timeout");
-        match stream.read(&mut buf) {
-            Ok(0) => return (out, true),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (out, true),
-            Err(_) => return (out, false),
-        }
-    }
+    common::read_until_closed(&mut stream, |s| s, WIRE_TIMEOUT)
 }
 
 /// The echo app's JSON from a raw response.

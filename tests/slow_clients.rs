@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, get};
+use common::{Client, Server, get, open_sockets};
 
 /// Slow connections in the quick test (the script uses 1000).
 const SLOW_CONNECTIONS: usize = 200;
@@ -92,16 +92,6 @@ fn server_spoke(mut stream: &TcpStream) -> bool {
     stream.set_nonblocking(true).expect("set nonblocking");
     let mut byte = [0u8; 1];
     !matches!(stream.read(&mut byte), Err(e) if e.kind() == ErrorKind::WouldBlock)
-}
-
-/// Sockets open in process `pid` (listeners and connections).
-fn open_sockets(pid: i32) -> usize {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return 0;
-    };
-    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|target| target.to_string_lossy().starts_with("socket:"))
-        .count()
 }
 
 #[test]

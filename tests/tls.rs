@@ -25,12 +25,15 @@ use nix::sys::signal::Signal;
 use rustls::{HandshakeKind, ProtocolVersion};
 use serde_json::Value;
 
-use common::corpus::{CORPUS_OPTIONS, run_corpus, summary};
+use common::corpus::{CORPUS_OPTIONS, passes_in_every_mode};
 use common::tls::{
-    CLIENT_CN, CLIENT_ORG, Connector, HTTP_1_1, LOCALHOST, OTHER_NAME, Pki, TlsRequestLoop,
-    listening_port, path_str, start_https, tls_get,
+    CLIENT_CN, CLIENT_ORG, Connector, HTTP_1_1, LOCALHOST, OTHER_NAME, Pki, listening_port,
+    path_str, start_https, tls_get, tls_request_loop,
 };
-use common::{EVENTUALLY, Response, Server, get, metrics_port, python, request, run_to_exit};
+use common::{
+    EVENTUALLY, Response, Server, get, metrics_port, open_sockets, python, read_until_closed,
+    request, run_to_exit,
+};
 
 /// What a request must not wait longer for while stalled clients are
 /// connected (a healthy one takes a few milliseconds).
@@ -121,31 +124,6 @@ fn connect_raw(port: u16) -> TcpStream {
     stream
 }
 
-/// Read from `stream` until the server closes it (end of stream or reset)
-/// or `timeout` passes: what arrived, and whether it was closed.
-fn read_until_closed(stream: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool) {
-    let deadline = Instant::now() + timeout;
-    let mut bytes = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return (bytes, false);
-        }
-        stream.set_read_timeout(Some(left)).expect("set timeout");
-        match stream.read(&mut buf) {
-            Ok(0) => return (bytes, true),
-            Ok(n) => bytes.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (bytes, true),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return (bytes, false);
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("reading from forkhorn: {e}"),
-        }
-    }
-}
-
 /// Whether the server has sent anything on, or closed, `stream`.
 fn server_spoke(stream: &TcpStream) -> bool {
     stream.set_nonblocking(true).expect("set nonblocking");
@@ -153,16 +131,6 @@ fn server_spoke(stream: &TcpStream) -> bool {
     let spoke = !matches!((&*stream).read(&mut byte), Err(e) if e.kind() == ErrorKind::WouldBlock);
     stream.set_nonblocking(false).expect("set blocking");
     spoke
-}
-
-/// Sockets open in process `pid` (listeners and connections).
-fn open_sockets(pid: i32) -> usize {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return 0;
-    };
-    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|target| target.to_string_lossy().starts_with("socket:"))
-        .count()
 }
 
 // ---------------------------------------------------------------- listeners
@@ -824,7 +792,7 @@ fn hup_puts_a_renewed_certificate_live_without_failing_a_request_and_keeps_it_wh
     let pki = Pki::new();
     let server = echo_server(&pki, &["-w", "2"]);
     let first_generation = server.wait_for_workers(2);
-    let requests = TlsRequestLoop::start(pki.connector(), server.port, LOCALHOST, "/loop");
+    let requests = tls_request_loop(pki.connector(), server.port, LOCALHOST, "/loop");
     assert!(
         requests.wait_for_more_served(10, EVENTUALLY),
         "the loop is not being served: {:?}; log:\n{}",
@@ -834,7 +802,7 @@ fn hup_puts_a_renewed_certificate_live_without_failing_a_request_and_keeps_it_wh
     assert!(
         requests
             .outcomes()
-            .certs
+            .served_by
             .iter()
             .all(|c| *c == pki.server.der)
     );
@@ -846,7 +814,7 @@ fn hup_puts_a_renewed_certificate_live_without_failing_a_request_and_keeps_it_wh
     assert!(
         common::wait_until(EVENTUALLY, || requests
             .outcomes()
-            .certs
+            .served_by
             .contains(&renewed.der)),
         "no connection saw the renewed certificate; log:\n{}",
         server.log
@@ -899,13 +867,13 @@ fn hup_puts_a_renewed_certificate_live_without_failing_a_request_and_keeps_it_wh
         outcomes.failures.is_empty(),
         "{} of {} requests failed across the reloads: {:?}; log:\n{}",
         outcomes.failures.len(),
-        outcomes.failures.len() + outcomes.certs.len(),
+        outcomes.failures.len() + outcomes.served_by.len(),
         outcomes.failures,
         server.log
     );
     assert!(
         outcomes
-            .certs
+            .served_by
             .iter()
             .all(|c| *c == pki.server.der || *c == renewed.der),
         "only the two good certificates were ever presented"
@@ -934,7 +902,7 @@ fn a_failed_handshake_is_counted_and_costs_no_worker() {
     plain
         .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .expect("send plain HTTP");
-    let (bytes, closed) = read_until_closed(&mut plain, EVENTUALLY);
+    let (bytes, closed) = read_until_closed(&mut plain, |s| s, EVENTUALLY);
     assert!(closed, "the server left a plain-HTTP client hanging");
     let answer = String::from_utf8_lossy(&bytes);
     assert!(
@@ -1019,7 +987,7 @@ fn a_stalled_handshake_is_cut_off_by_the_header_timeout() {
     stalled
         .write_all(&hello[..hello.len() / 2])
         .expect("send half a ClientHello");
-    let (_, closed) = read_until_closed(&mut stalled, Duration::from_secs(6));
+    let (_, closed) = read_until_closed(&mut stalled, |s| s, Duration::from_secs(6));
     let took = sent.elapsed();
     assert!(
         closed,
@@ -1154,17 +1122,7 @@ fn the_public_corpus_passes_over_tls_in_every_send_mode() {
     let mut extra = vec!["-w", "2"];
     extra.extend(CORPUS_OPTIONS);
     let server = echo_server(&pki, &extra);
-    for mode in ["all", "lines", "bytes"] {
-        let out = run_corpus(server.port, mode, &["--tls-ca", pki.ca_str()]);
-        let (passed, failed, stdout) = summary(&out);
-        assert!(
-            out.status.success() && failed == 0,
-            "mode {mode}: {failed} failed\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // The corpus has 140 files, a few needing non-default settings.
-        assert!(passed >= 100, "mode {mode}: only {passed} cases ran");
-    }
+    passes_in_every_mode(server.port, &["--tls-ca", pki.ca_str()]);
 }
 
 #[test]

@@ -67,3 +67,19 @@ pub fn summary(out: &Output) -> (u32, u32, String) {
         ),
     }
 }
+
+/// Replay the whole corpus against `port` in each send mode (all at once,
+/// line by line, byte by byte): every case must pass.
+pub fn passes_in_every_mode(port: u16, extra: &[&str]) {
+    for mode in ["all", "lines", "bytes"] {
+        let out = run_corpus(port, mode, extra);
+        let (passed, failed, stdout) = summary(&out);
+        assert!(
+            out.status.success() && failed == 0,
+            "mode {mode}: {failed} failed\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The corpus has 140 files, a few needing non-default settings.
+        assert!(passed >= 100, "mode {mode}: only {passed} cases ran");
+    }
+}

@@ -55,6 +55,53 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Read from `reader` until the server ends the connection (end of stream,
+/// a reset, a TLS stream ended without close_notify) or `timeout` passes:
+/// what arrived, and whether it ended. `socket_of` finds the socket under
+/// `reader`, whose read timeout bounds each read.
+pub fn read_until_closed<R: Read>(
+    reader: &mut R,
+    socket_of: impl Fn(&R) -> &TcpStream,
+    timeout: Duration,
+) -> (Vec<u8>, bool) {
+    let deadline = Instant::now() + timeout;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (bytes, false);
+        }
+        socket_of(reader)
+            .set_read_timeout(Some(left))
+            .expect("set read timeout");
+        match reader.read(&mut buf) {
+            Ok(0) => return (bytes, true),
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (bytes, false);
+            }
+            Err(_) => return (bytes, true),
+        }
+    }
+}
+
+/// Sockets open in process `pid` (listeners and connections).
+pub fn open_sockets(pid: i32) -> usize {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
 /// A fresh, empty directory for one test.
 pub fn fresh_dir() -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -475,93 +522,99 @@ impl Client {
 
     /// Read one response (an interim 1xx counts as one).
     pub fn read_response(&mut self) -> io::Result<Response> {
-        let status_line = self.read_line()?;
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or_default().to_owned();
-        let status: u16 = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-        if !version.starts_with("HTTP/1.") {
-            return Err(bad(format!("bad status line {status_line:?}")));
-        }
-        let mut headers = Vec::new();
-        loop {
-            let line = self.read_line()?;
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line
-                .split_once(':')
-                .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
-            headers.push((name.trim().to_owned(), value.trim().to_owned()));
-        }
-        let mut response = Response {
-            version,
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        let chunked = response
-            .header("Transfer-Encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        let length = response.header("Content-Length").map(str::parse::<usize>);
-        let has_body = !((100..200).contains(&status) || status == 204 || status == 304);
-        response.body = match (has_body, chunked, length) {
-            (false, _, _) => Vec::new(),
-            (true, true, _) => self.read_chunked()?,
-            (true, false, Some(length)) => {
-                let length = length.map_err(|_| bad("bad Content-Length".to_owned()))?;
-                let mut body = vec![0u8; length];
-                self.reader.read_exact(&mut body)?;
-                body
-            }
-            (true, false, None) => {
-                let mut body = Vec::new();
-                self.reader.read_to_end(&mut body)?;
-                body
-            }
-        };
-        Ok(response)
+        read_response(&mut self.reader)
     }
+}
 
-    fn read_chunked(&mut self) -> io::Result<Vec<u8>> {
-        let mut body = Vec::new();
-        loop {
-            let line = self.read_line()?;
-            let size = line.split(';').next().unwrap_or_default().trim();
-            let size = usize::from_str_radix(size, 16)
-                .map_err(|_| bad(format!("bad chunk size line {line:?}")))?;
-            if size == 0 {
-                // Trailer fields, up to the blank line.
-                while !self.read_line()?.is_empty() {}
-                return Ok(body);
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            self.reader.read_exact(&mut body[start..])?;
-            if !self.read_line()?.is_empty() {
-                return Err(bad("chunk data not followed by CRLF".to_owned()));
-            }
+/// Read one response (an interim 1xx counts as one) from `reader`, plain or
+/// TLS.
+pub fn read_response(reader: &mut impl BufRead) -> io::Result<Response> {
+    let status_line = read_line(reader)?;
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default().to_owned();
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+    if !version.starts_with("HTTP/1.") {
+        return Err(bad(format!("bad status line {status_line:?}")));
+    }
+    let mut headers = Vec::new();
+    loop {
+        let line = read_line(reader)?;
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
+        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    let mut response = Response {
+        version,
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let chunked = response
+        .header("Transfer-Encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let length = response.header("Content-Length").map(str::parse::<usize>);
+    let has_body = !((100..200).contains(&status) || status == 204 || status == 304);
+    response.body = match (has_body, chunked, length) {
+        (false, _, _) => Vec::new(),
+        (true, true, _) => read_chunked(reader)?,
+        (true, false, Some(length)) => {
+            let length = length.map_err(|_| bad("bad Content-Length".to_owned()))?;
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body)?;
+            body
+        }
+        (true, false, None) => {
+            let mut body = Vec::new();
+            reader.read_to_end(&mut body)?;
+            body
+        }
+    };
+    Ok(response)
+}
+
+fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line = read_line(reader)?;
+        let size = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size, 16)
+            .map_err(|_| bad(format!("bad chunk size line {line:?}")))?;
+        if size == 0 {
+            // Trailer fields, up to the blank line.
+            while !read_line(reader)?.is_empty() {}
+            return Ok(body);
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..])?;
+        if !read_line(reader)?.is_empty() {
+            return Err(bad("chunk data not followed by CRLF".to_owned()));
         }
     }
+}
 
-    /// One line without its CRLF; end of stream is an error.
-    fn read_line(&mut self) -> io::Result<String> {
-        let mut line = Vec::new();
-        let n = self.reader.read_until(b'\n', &mut line)?;
-        if n == 0 || line.last() != Some(&b'\n') {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed in the middle of a response",
-            ));
-        }
+/// One line without its CRLF; end of stream is an error.
+fn read_line(reader: &mut impl BufRead) -> io::Result<String> {
+    let mut line = Vec::new();
+    let n = reader.read_until(b'\n', &mut line)?;
+    if n == 0 || line.last() != Some(&b'\n') {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed in the middle of a response",
+        ));
+    }
+    line.pop();
+    if line.last() == Some(&b'\r') {
         line.pop();
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        String::from_utf8(line).map_err(|_| bad("non-UTF-8 line in a response".to_owned()))
     }
+    String::from_utf8(line).map_err(|_| bad("non-UTF-8 line in a response".to_owned()))
 }
 
 /// An error for bytes that are not what HTTP (or the test) expects.
@@ -596,25 +649,50 @@ impl Drop for TempFile {
     }
 }
 
-/// A thread issuing `GET path` back to back, each on a new connection,
-/// recording every outcome, until stopped.
-pub struct RequestLoop {
+/// A thread issuing requests back to back, each on a new connection,
+/// recording every outcome, until stopped. `T` is what a 200 is kept as.
+pub struct RequestLoop<T = i32> {
     stop: Arc<std::sync::atomic::AtomicBool>,
-    outcomes: Arc<Mutex<Outcomes>>,
+    outcomes: Arc<Mutex<Outcomes<T>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// What a `RequestLoop` saw.
-#[derive(Debug, Default, Clone)]
-pub struct Outcomes {
-    /// Pids (chaos `/pid`) of the 200 responses, in order.
-    pub served_by: Vec<i32>,
+#[derive(Debug, Clone)]
+pub struct Outcomes<T = i32> {
+    /// What each 200 response was kept as (chaos `/pid`: the pid), in order.
+    pub served_by: Vec<T>,
     /// Every error or non-200 response, described.
     pub failures: Vec<String>,
 }
 
-impl RequestLoop {
-    pub fn start(port: u16, path: &'static str) -> RequestLoop {
+impl<T> Default for Outcomes<T> {
+    fn default() -> Outcomes<T> {
+        Outcomes {
+            served_by: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+}
+
+impl RequestLoop<i32> {
+    /// `GET path` (a chaos route that answers its pid) over plain HTTP.
+    pub fn start(port: u16, path: &'static str) -> RequestLoop<i32> {
+        RequestLoop::start_with(move || {
+            get(port, path).map(|r| {
+                let pid = if r.status == 200 { r.pid() } else { 0 };
+                (r, pid)
+            })
+        })
+    }
+}
+
+impl<T: Clone + Send + 'static> RequestLoop<T> {
+    /// Run `fetch` back to back: one request, and what to keep of a 200.
+    pub fn start_with<F>(mut fetch: F) -> RequestLoop<T>
+    where
+        F: FnMut() -> io::Result<(Response, T)> + Send + 'static,
+    {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let outcomes = Arc::new(Mutex::new(Outcomes::default()));
         let thread = {
@@ -622,11 +700,11 @@ impl RequestLoop {
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
-                    let result = get(port, path);
+                    let result = fetch();
                     let mut o = outcomes.lock().expect("outcomes lock");
                     match result {
-                        Ok(r) if r.status == 200 => o.served_by.push(r.pid()),
-                        Ok(r) => o.failures.push(format!(
+                        Ok((r, kept)) if r.status == 200 => o.served_by.push(kept),
+                        Ok((r, _)) => o.failures.push(format!(
                             "status {} after {:?}: {:?}",
                             r.status,
                             started.elapsed(),
@@ -646,7 +724,7 @@ impl RequestLoop {
         }
     }
 
-    pub fn outcomes(&self) -> Outcomes {
+    pub fn outcomes(&self) -> Outcomes<T> {
         self.outcomes.lock().expect("outcomes lock").clone()
     }
 
@@ -657,7 +735,7 @@ impl RequestLoop {
     }
 
     /// Stop after the request in flight and return everything seen.
-    pub fn finish(mut self) -> Outcomes {
+    pub fn finish(mut self) -> Outcomes<T> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             t.join().expect("request loop thread");
@@ -666,7 +744,7 @@ impl RequestLoop {
     }
 }
 
-impl Drop for RequestLoop {
+impl<T> Drop for RequestLoop<T> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
@@ -751,22 +829,8 @@ impl Server {
     /// `error_log` the `Listening at` line is looked for in that file
     /// instead of on stderr (`--error-logfile`).
     pub fn start_command(mut command: Command, args: &[&str], error_log: Option<&Path>) -> Server {
-        let tmp_dir = fresh_dir();
-        command
-            .args(args)
-            .args(["-b", "127.0.0.1:0", "--worker-tmp-dir"])
-            .arg(&tmp_dir);
-        let (child, log, stdout) = spawn_collecting(command);
-        let master = i32::try_from(child.id()).expect("pid fits in i32");
-        let mut server = Server {
-            child,
-            master,
-            port: 0,
-            log,
-            stdout,
-            tmp_dir,
-            exit: None,
-        };
+        command.args(args).args(["-b", "127.0.0.1:0"]);
+        let mut server = Server::spawn(command);
         let marker = "Listening at: http://127.0.0.1:";
         let mut line = None;
         wait_until(EVENTUALLY, || {
@@ -798,10 +862,28 @@ impl Server {
         server.port = port.parse().expect("a port number");
         assert_eq!(
             rest,
-            format!("({master})"),
+            format!("({})", server.master),
             "the listening line names the master pid"
         );
         server
+    }
+
+    /// Run `command` with a fresh `--worker-tmp-dir`, its output collected;
+    /// `port` is left for the caller to find.
+    pub fn spawn(mut command: Command) -> Server {
+        let tmp_dir = fresh_dir();
+        command.arg("--worker-tmp-dir").arg(&tmp_dir);
+        let (child, log, stdout) = spawn_collecting(command);
+        let master = i32::try_from(child.id()).expect("pid fits in i32");
+        Server {
+            child,
+            master,
+            port: 0,
+            log,
+            stdout,
+            tmp_dir,
+            exit: None,
+        }
     }
 
     /// The names in the worker tmp dir (empty if the dir is gone).

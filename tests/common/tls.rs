@@ -6,13 +6,13 @@
 //!
 //! Every key is ECDSA P-256; nothing here reads a file it did not write.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -27,8 +27,7 @@ use rustls::{
 };
 
 use super::{
-    BIN, EVENTUALLY, IO_TIMEOUT, Response, Server, bad, fresh_dir, request, spawn_collecting,
-    wait_until,
+    BIN, EVENTUALLY, IO_TIMEOUT, RequestLoop, Response, Server, bad, fresh_dir, request, wait_until,
 };
 
 /// The name the main server certificate is for (with IP 127.0.0.1).
@@ -529,7 +528,7 @@ impl TlsClient {
 
     /// Read one response (an interim 1xx counts as one).
     pub fn read_response(&mut self) -> io::Result<Response> {
-        read_response(&mut self.reader)
+        super::read_response(&mut self.reader)
     }
 
     /// How long each read may wait (`IO_TIMEOUT` unless set).
@@ -555,32 +554,7 @@ impl TlsClient {
     /// without close_notify, or a reset) or `timeout` passes: the bytes
     /// that arrived, and whether it ended.
     pub fn read_until_closed(&mut self, timeout: Duration) -> (Vec<u8>, bool) {
-        let deadline = Instant::now() + timeout;
-        let mut bytes = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return (bytes, false);
-            }
-            let sock = &self.reader.get_ref().sock;
-            sock.set_read_timeout(Some(left)).expect("set read timeout");
-            match self.reader.read(&mut buf) {
-                Ok(0) => return (bytes, true),
-                Ok(n) => bytes.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return (bytes, false);
-                }
-                // A reset, or the end of the stream without close_notify.
-                Err(_) => return (bytes, true),
-            }
-        }
+        super::read_until_closed(&mut self.reader, |r| &r.get_ref().sock, timeout)
     }
 
     /// Whether the server ended the connection: the next read finds the end
@@ -615,97 +589,6 @@ pub fn tls_get(
     Ok((response, cert))
 }
 
-/// Read one response from `reader`: the same reading as `Client` does on a
-/// plain connection.
-pub fn read_response(reader: &mut impl BufRead) -> io::Result<Response> {
-    let status_line = read_line(reader)?;
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default().to_owned();
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-    if !version.starts_with("HTTP/1.") {
-        return Err(bad(format!("bad status line {status_line:?}")));
-    }
-    let mut headers = Vec::new();
-    loop {
-        let line = read_line(reader)?;
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
-        headers.push((name.trim().to_owned(), value.trim().to_owned()));
-    }
-    let mut response = Response {
-        version,
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    let chunked = response
-        .header("Transfer-Encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    let length = response.header("Content-Length").map(str::parse::<usize>);
-    let has_body = !((100..200).contains(&status) || status == 204 || status == 304);
-    response.body = match (has_body, chunked, length) {
-        (false, _, _) => Vec::new(),
-        (true, true, _) => read_chunked(reader)?,
-        (true, false, Some(length)) => {
-            let length = length.map_err(|_| bad("bad Content-Length".to_owned()))?;
-            let mut body = vec![0u8; length];
-            reader.read_exact(&mut body)?;
-            body
-        }
-        (true, false, None) => {
-            let mut body = Vec::new();
-            reader.read_to_end(&mut body)?;
-            body
-        }
-    };
-    Ok(response)
-}
-
-fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line = read_line(reader)?;
-        let size = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size, 16)
-            .map_err(|_| bad(format!("bad chunk size line {line:?}")))?;
-        if size == 0 {
-            // Trailer fields, up to the blank line.
-            while !read_line(reader)?.is_empty() {}
-            return Ok(body);
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        reader.read_exact(&mut body[start..])?;
-        if !read_line(reader)?.is_empty() {
-            return Err(bad("chunk data not followed by CRLF".to_owned()));
-        }
-    }
-}
-
-/// One line without its CRLF; end of stream is an error.
-fn read_line(reader: &mut impl BufRead) -> io::Result<String> {
-    let mut line = Vec::new();
-    let n = reader.read_until(b'\n', &mut line)?;
-    if n == 0 || line.last() != Some(&b'\n') {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed in the middle of a response",
-        ));
-    }
-    line.pop();
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    String::from_utf8(line).map_err(|_| bad("non-UTF-8 line in a response".to_owned()))
-}
-
 // ---------------------------------------------------------------- servers
 
 /// Start `forkhorn ARGS --worker-tmp-dir <fresh dir>`, where ARGS carry
@@ -714,24 +597,9 @@ fn read_line(reader: &mut impl BufRead) -> io::Result<String> {
 /// `Listening at: https://127.0.0.1:PORT (PID)`. The server's `port` is
 /// that PORT; `listening_port` finds the others.
 pub fn start_https(args: &[&str], env: &[(&str, &str)]) -> Server {
-    let tmp_dir = fresh_dir();
     let mut command = Command::new(BIN);
-    command
-        .envs(env.iter().copied())
-        .args(args)
-        .arg("--worker-tmp-dir")
-        .arg(&tmp_dir);
-    let (child, log, stdout) = spawn_collecting(command);
-    let master = i32::try_from(child.id()).expect("pid fits in i32");
-    let mut server = Server {
-        child,
-        master,
-        port: 0,
-        log,
-        stdout,
-        tmp_dir,
-        exit: None,
-    };
+    command.envs(env.iter().copied()).args(args);
+    let mut server = Server::spawn(command);
     // A master that exits instead (a refused flag) fails the test at once.
     let marker = "Listening at: https://127.0.0.1:";
     let mut exited = None;
@@ -775,79 +643,14 @@ pub fn listening_port(server: &Server, scheme: &str) -> u16 {
 
 // ---------------------------------------------------------------- a request loop
 
-/// What a `TlsRequestLoop` saw.
-#[derive(Debug, Default, Clone)]
-pub struct TlsOutcomes {
-    /// For each 200, the certificate the server presented, in order.
-    pub certs: Vec<CertificateDer<'static>>,
-    /// Every error or non-200 response, described.
-    pub failures: Vec<String>,
-}
-
-/// A thread issuing `GET path` back to back, each on a new TLS connection
-/// to `name`, recording every outcome, until stopped.
-pub struct TlsRequestLoop {
-    stop: Arc<AtomicBool>,
-    outcomes: Arc<Mutex<TlsOutcomes>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl TlsRequestLoop {
-    pub fn start(connector: Connector, port: u16, name: &str, path: &str) -> TlsRequestLoop {
-        let stop = Arc::new(AtomicBool::new(false));
-        let outcomes = Arc::new(Mutex::new(TlsOutcomes::default()));
-        let thread = {
-            let (stop, outcomes) = (stop.clone(), outcomes.clone());
-            let (name, path) = (name.to_owned(), path.to_owned());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    let result = tls_get(&connector, port, &name, &path);
-                    let mut o = outcomes.lock().expect("outcomes lock");
-                    match result {
-                        Ok((r, cert)) if r.status == 200 => o.certs.push(cert),
-                        Ok((r, _)) => o.failures.push(format!(
-                            "status {} after {:?}: {:?}",
-                            r.status,
-                            started.elapsed(),
-                            r.text()
-                        )),
-                        Err(e) => o
-                            .failures
-                            .push(format!("{e} after {:?}", started.elapsed())),
-                    }
-                }
-            })
-        };
-        TlsRequestLoop {
-            stop,
-            outcomes,
-            thread: Some(thread),
-        }
-    }
-
-    pub fn outcomes(&self) -> TlsOutcomes {
-        self.outcomes.lock().expect("outcomes lock").clone()
-    }
-
-    /// Wait until `n` more requests than now have been served.
-    pub fn wait_for_more_served(&self, n: usize, timeout: Duration) -> bool {
-        let start = self.outcomes().certs.len();
-        wait_until(timeout, || self.outcomes().certs.len() >= start + n)
-    }
-
-    /// Stop after the request in flight and return everything seen.
-    pub fn finish(mut self) -> TlsOutcomes {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().expect("request loop thread");
-        }
-        self.outcomes()
-    }
-}
-
-impl Drop for TlsRequestLoop {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+/// `GET path` back to back, each on a new TLS connection to `name`; each
+/// 200 is kept as the certificate the server presented.
+pub fn tls_request_loop(
+    connector: Connector,
+    port: u16,
+    name: &str,
+    path: &str,
+) -> RequestLoop<CertificateDer<'static>> {
+    let (name, path) = (name.to_owned(), path.to_owned());
+    RequestLoop::start_with(move || tls_get(&connector, port, &name, &path))
 }
