@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::allow_list::AllowList;
+use crate::forwarded::{Fields, Trust};
 use crate::http::Limits;
 use crate::listener::{Bind, BindSpec};
 use crate::logging::{LogLevel, LogTarget};
@@ -274,6 +275,10 @@ pub struct Args {
     )]
     pub forwarded_allow_ips: AllowList,
 
+    /// The header the proxy in front writes, the only one read: X-Forwarded-For (with X-Forwarded-Proto) or Forwarded.
+    #[arg(long = "forwarded-header", value_name = "NAME", default_value = "X-Forwarded-For", value_parser = Fields::parse)]
+    pub forwarded_header: Fields,
+
     /// Run workers as this user (name or uid); the master binds first, so low ports work.
     #[arg(short = 'u', long, value_name = "USER")]
     pub user: Option<String>,
@@ -501,8 +506,9 @@ pub struct WorkerSettings {
     /// 127.0.0.1); on a PROXY bind, others are closed at once.
     pub proxy_allow_from: AllowList,
     /// Peers whose forwarded headers are believed (`--forwarded-allow-ips`;
-    /// default 127.0.0.1 and ::1).
-    pub forwarded_allow_ips: AllowList,
+    /// default 127.0.0.1 and ::1), and which headers (`--forwarded-header`;
+    /// default X-Forwarded-For).
+    pub forwarded: Trust,
 }
 
 /// A bad flag or value, with the fix.
@@ -898,7 +904,10 @@ impl Config {
                 initgroups: args.initgroups,
                 tls,
                 proxy_allow_from: args.proxy_allow_from.clone(),
-                forwarded_allow_ips: args.forwarded_allow_ips.clone(),
+                forwarded: Trust {
+                    peers: args.forwarded_allow_ips.clone(),
+                    fields: args.forwarded_header,
+                },
             },
         })
     }
@@ -1067,7 +1076,7 @@ mod tests {
         let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
         assert!(c.worker.proxy_allow_from.allows(ip("127.0.0.1")));
         assert!(!c.worker.proxy_allow_from.allows(ip("10.0.0.1")));
-        assert!(c.worker.forwarded_allow_ips.allows(ip("::1")));
+        assert!(c.worker.forwarded.peers.allows(ip("::1")));
         let c = parse(&[
             "--forwarded-allow-ips",
             "10.0.0.0/8",
@@ -1075,8 +1084,8 @@ mod tests {
             "*",
         ])
         .expect("config");
-        assert!(c.worker.forwarded_allow_ips.allows(ip("10.1.2.3")));
-        assert!(!c.worker.forwarded_allow_ips.allows(ip("127.0.0.1")));
+        assert!(c.worker.forwarded.peers.allows(ip("10.1.2.3")));
+        assert!(!c.worker.forwarded.peers.allows(ip("127.0.0.1")));
         assert!(c.worker.proxy_allow_from.allows(ip("192.0.2.1")));
         let err = parse(&["--forwarded-allow-ips", "10.0.0.300"]).expect_err("refused");
         assert!(err.starts_with("--forwarded-allow-ips 10.0.0.300"), "{err}");

@@ -1,7 +1,7 @@
 //! Who the client is and which scheme it used, as told by proxies we trust
 //! (`--forwarded-allow-ips`): the `Forwarded` field (RFC 7239) and the older
 //! `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Protocol` and
-//! `X-Forwarded-Ssl`.
+//! `X-Forwarded-Ssl`, one family or the other (`--forwarded-header`).
 //!
 //! Each proxy appends the address it received the connection from, so a list
 //! reads client first, nearest proxy last, and anything left of a proxy's
@@ -34,6 +34,42 @@ impl Scheme {
     }
 }
 
+/// Which fields the proxy in front writes (`--forwarded-header`); only
+/// those are read. A proxy that writes `X-Forwarded-For` passes a client's
+/// own `Forwarded` field on untouched (nginx does), so reading both would
+/// let the client speak in the proxy's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fields {
+    /// `X-Forwarded-For`, with `X-Forwarded-Proto`, `X-Forwarded-Protocol`
+    /// and `X-Forwarded-Ssl` for the scheme (the default).
+    XForwarded,
+    /// `Forwarded` (RFC 7239), `for=` and `proto=`.
+    Forwarded,
+}
+
+impl Fields {
+    /// `--forwarded-header X-Forwarded-For` or `Forwarded`, in any case.
+    pub fn parse(value: &str) -> Result<Fields, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(Fields::XForwarded),
+            "forwarded" => Ok(Fields::Forwarded),
+            _ => Err(format!(
+                "--forwarded-header {value}: name the header your proxy writes: X-Forwarded-For or Forwarded"
+            )),
+        }
+    }
+}
+
+/// Whose forwarded fields are believed, and which fields
+/// (`--forwarded-allow-ips`, `--forwarded-header`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trust {
+    /// The proxies; a chain of them in the fields is walked past too.
+    pub peers: AllowList,
+    /// The family the proxies write.
+    pub fields: Fields,
+}
+
 /// What the trusted proxies said; each `None` means: leave it as the connection says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Resolved {
@@ -48,25 +84,35 @@ pub struct Resolved {
 /// `peer`. `headers` are a request's header fields as sent (names in any
 /// case; a field may repeat, and repeats are read as one list in order).
 ///
-/// The client comes from `Forwarded`'s `for=` if any `Forwarded` field is
-/// present, else from `X-Forwarded-For`. The scheme comes from the `proto=`
-/// of the right-most `Forwarded` element that a trusted proxy wrote (the
-/// client's element and those right of it), else from the last
-/// `X-Forwarded-Proto` value, else from `X-Forwarded-Protocol` (`ssl`,
-/// `https`, `http`), else from `X-Forwarded-Ssl` (`on`, `off`). The first of
-/// these present decides: a value it does not know gives `None`, not the next.
-pub fn resolve(peer: IpAddr, headers: &[(String, Vec<u8>)], trusted: &AllowList) -> Resolved {
+/// Only the `fields` family is read. With `Fields::Forwarded` the client
+/// comes from `for=` and the scheme from the `proto=` of the right-most
+/// element that a trusted proxy wrote (the client's element and those right
+/// of it). With `Fields::XForwarded` the client comes from
+/// `X-Forwarded-For`, and the scheme from the last `X-Forwarded-Proto`
+/// value, else from `X-Forwarded-Protocol` (`ssl`, `https`, `http`), else
+/// from `X-Forwarded-Ssl` (`on`, `off`): the first of these present
+/// decides, and a value it does not know gives `None`, not the next.
+pub fn resolve(
+    peer: IpAddr,
+    headers: &[(String, Vec<u8>)],
+    trusted: &AllowList,
+    fields: Fields,
+) -> Resolved {
     if !trusted.allows(peer) {
         return Resolved::default();
     }
-    resolve_from_trusted(headers, trusted)
+    resolve_from_trusted(headers, trusted, fields)
 }
 
 /// `resolve` for a peer trusted whatever its address: a unix socket's,
 /// which only a local proxy with the file's permissions can reach (as
 /// gunicorn trusts it). `trusted` still decides how far back the chain of
 /// proxies in the headers is believed.
-pub fn resolve_from_trusted(headers: &[(String, Vec<u8>)], trusted: &AllowList) -> Resolved {
+pub fn resolve_from_trusted(
+    headers: &[(String, Vec<u8>)],
+    trusted: &AllowList,
+    fields: Fields,
+) -> Resolved {
     let mut forwarded: Option<ForwardedWalk> = None;
     let mut forwarded_for = ClientWalk::default();
     let mut proto = None;
@@ -74,8 +120,10 @@ pub fn resolve_from_trusted(headers: &[(String, Vec<u8>)], trusted: &AllowList) 
     let mut ssl = None;
     for (name, value) in headers {
         let name = name.as_bytes();
-        if name.eq_ignore_ascii_case(b"forwarded") {
-            forwarded.get_or_insert_default().read(value, trusted);
+        if fields == Fields::Forwarded {
+            if name.eq_ignore_ascii_case(b"forwarded") {
+                forwarded.get_or_insert_default().read(value, trusted);
+            }
         } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             for entry in list_items(value) {
                 forwarded_for.push(node(entry), trusted);
@@ -410,9 +458,30 @@ mod tests {
             .collect()
     }
 
+    /// The family a test's fields are in: `Forwarded` if it has one.
+    fn family(headers: &[(String, Vec<u8>)]) -> Fields {
+        if headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("forwarded"))
+        {
+            Fields::Forwarded
+        } else {
+            Fields::XForwarded
+        }
+    }
+
+    /// `resolve`, reading the family the fields are in.
+    fn resolve_as_sent(
+        peer: IpAddr,
+        headers: &[(String, Vec<u8>)],
+        trusted: &AllowList,
+    ) -> Resolved {
+        resolve(peer, headers, trusted, family(headers))
+    }
+
     /// Resolves `pairs` from 127.0.0.1 with the default allow list.
     fn from_loopback(pairs: &[(&str, &str)]) -> Resolved {
-        resolve(ip("127.0.0.1"), &fields(pairs), &allow("127.0.0.1,::1"))
+        resolve_as_sent(ip("127.0.0.1"), &fields(pairs), &allow("127.0.0.1,::1"))
     }
 
     fn client(pairs: &[(&str, &str)]) -> Option<IpAddr> {
@@ -430,7 +499,7 @@ mod tests {
     #[test]
     fn a_spoofed_entry_left_of_the_proxys_is_ignored() {
         let headers = fields(&[("X-Forwarded-For", "6.6.6.6, 203.0.113.9")]);
-        let resolved = resolve(ip("127.0.0.1"), &headers, &allow("127.0.0.1,::1"));
+        let resolved = resolve_as_sent(ip("127.0.0.1"), &headers, &allow("127.0.0.1,::1"));
         assert_eq!(resolved.client, some("203.0.113.9"));
     }
 
@@ -442,11 +511,11 @@ mod tests {
             ("Forwarded", "for=1.2.3.4;proto=https"),
         ]);
         for peer in ["203.0.113.7", "10.0.0.1", "::2"] {
-            let resolved = resolve(ip(peer), &headers, &allow("127.0.0.1,::1"));
+            let resolved = resolve_as_sent(ip(peer), &headers, &allow("127.0.0.1,::1"));
             assert_eq!(resolved, Resolved::default(), "{peer}");
         }
         assert_eq!(
-            resolve(ip("1.2.3.4"), &headers, &allow("")),
+            resolve_as_sent(ip("1.2.3.4"), &headers, &allow("")),
             Resolved::default()
         );
     }
@@ -454,20 +523,20 @@ mod tests {
     #[test]
     fn a_chain_of_trusted_proxies_is_skipped() {
         let headers = fields(&[("X-Forwarded-For", "203.0.113.9, 10.0.0.2")]);
-        let resolved = resolve(ip("10.0.0.1"), &headers, &allow("10.0.0.0/8"));
+        let resolved = resolve_as_sent(ip("10.0.0.1"), &headers, &allow("10.0.0.0/8"));
         assert_eq!(resolved.client, some("203.0.113.9"));
         let headers = fields(&[(
             "X-Forwarded-For",
             "6.6.6.6, 203.0.113.9, 10.0.0.3, 10.0.0.2",
         )]);
-        let resolved = resolve(ip("10.0.0.1"), &headers, &allow("10.0.0.0/8"));
+        let resolved = resolve_as_sent(ip("10.0.0.1"), &headers, &allow("10.0.0.0/8"));
         assert_eq!(resolved.client, some("203.0.113.9"));
     }
 
     #[test]
     fn when_every_entry_is_trusted_the_leftmost_is_the_client() {
         let headers = fields(&[("X-Forwarded-For", "10.0.0.3, 10.0.0.2")]);
-        let resolved = resolve(ip("10.0.0.1"), &headers, &allow("10.0.0.0/8"));
+        let resolved = resolve_as_sent(ip("10.0.0.1"), &headers, &allow("10.0.0.0/8"));
         assert_eq!(resolved.client, some("10.0.0.3"));
         assert_eq!(
             client(&[("X-Forwarded-For", "127.0.0.1")]),
@@ -478,7 +547,7 @@ mod tests {
     #[test]
     fn any_trusts_the_peer_and_takes_the_leftmost() {
         let headers = fields(&[("X-Forwarded-For", "6.6.6.6, 203.0.113.9")]);
-        let resolved = resolve(ip("198.51.100.1"), &headers, &allow("*"));
+        let resolved = resolve_as_sent(ip("198.51.100.1"), &headers, &allow("*"));
         assert_eq!(resolved.client, some("6.6.6.6"));
     }
 
@@ -581,7 +650,7 @@ mod tests {
     fn forwarded_is_walked_from_the_right_like_x_forwarded_for() {
         let value = "for=6.6.6.6, for=203.0.113.9;proto=https, for=10.0.0.2";
         let headers = fields(&[("Forwarded", value)]);
-        let resolved = resolve(ip("10.0.0.1"), &headers, &allow("10.0.0.0/8"));
+        let resolved = resolve_as_sent(ip("10.0.0.1"), &headers, &allow("10.0.0.0/8"));
         assert_eq!(resolved.client, some("203.0.113.9"));
         assert_eq!(resolved.scheme, Some(Scheme::Https));
         let pairs = [
@@ -684,12 +753,12 @@ mod tests {
         assert_eq!(scheme(&hidden), None);
         // A proto on the trusted side is kept when a trusted hop adds none.
         let headers = fields(&[("Forwarded", "for=203.0.113.9;proto=https, for=10.0.0.2")]);
-        let resolved = resolve(ip("10.0.0.1"), &headers, &allow("10.0.0.0/8"));
+        let resolved = resolve_as_sent(ip("10.0.0.1"), &headers, &allow("10.0.0.0/8"));
         assert_eq!(resolved.scheme, Some(Scheme::Https));
     }
 
     #[test]
-    fn unknown_forwarded_proto_is_none_and_does_not_fall_back() {
+    fn unknown_forwarded_proto_is_none_and_x_forwarded_proto_is_not_read_beside_it() {
         let pairs = [
             ("Forwarded", "for=203.0.113.9;proto=wss"),
             ("X-Forwarded-Proto", "https"),
@@ -699,7 +768,7 @@ mod tests {
             ("Forwarded", "for=203.0.113.9"),
             ("X-Forwarded-Proto", "https"),
         ];
-        assert_eq!(scheme(&pairs), Some(Scheme::Https));
+        assert_eq!(scheme(&pairs), None);
     }
 
     #[test]
@@ -764,14 +833,14 @@ mod tests {
     #[test]
     fn a_mapped_peer_is_judged_as_ipv4() {
         let headers = fields(&[("X-Forwarded-For", "203.0.113.9")]);
-        let resolved = resolve(ip("::ffff:127.0.0.1"), &headers, &allow("127.0.0.1"));
+        let resolved = resolve_as_sent(ip("::ffff:127.0.0.1"), &headers, &allow("127.0.0.1"));
         assert_eq!(resolved.client, some("203.0.113.9"));
     }
 
     #[test]
     fn a_mapped_entry_is_trusted_as_ipv4() {
         let headers = fields(&[("X-Forwarded-For", "203.0.113.9, ::ffff:10.0.0.2")]);
-        let resolved = resolve(ip("10.0.0.1"), &headers, &allow("10.0.0.0/8"));
+        let resolved = resolve_as_sent(ip("10.0.0.1"), &headers, &allow("10.0.0.0/8"));
         assert_eq!(resolved.client, some("203.0.113.9"));
     }
 
@@ -779,5 +848,36 @@ mod tests {
     fn scheme_names() {
         assert_eq!(Scheme::Http.as_str(), "http");
         assert_eq!(Scheme::Https.as_str(), "https");
+    }
+
+    #[test]
+    fn only_the_family_the_proxy_writes_is_read() {
+        // nginx appends X-Forwarded-For and passes the client's own
+        // Forwarded on: it must not speak for the proxy.
+        let headers = fields(&[
+            ("Forwarded", "for=10.1.2.3;proto=https"),
+            ("X-Forwarded-For", "203.0.113.5"),
+        ]);
+        let trusted = allow("127.0.0.1");
+        let xff = resolve(ip("127.0.0.1"), &headers, &trusted, Fields::XForwarded);
+        assert_eq!(xff.client, Some(ip("203.0.113.5")));
+        assert_eq!(xff.scheme, None);
+        // And the other way round.
+        let headers = fields(&[
+            ("X-Forwarded-For", "10.1.2.3"),
+            ("X-Forwarded-Proto", "https"),
+            ("Forwarded", "for=203.0.113.5"),
+        ]);
+        let fwd = resolve(ip("127.0.0.1"), &headers, &trusted, Fields::Forwarded);
+        assert_eq!(fwd.client, Some(ip("203.0.113.5")));
+        assert_eq!(fwd.scheme, None);
+    }
+
+    #[test]
+    fn the_header_name_is_checked() {
+        assert_eq!(Fields::parse("X-Forwarded-For"), Ok(Fields::XForwarded));
+        assert_eq!(Fields::parse("forwarded"), Ok(Fields::Forwarded));
+        let err = Fields::parse("X-Real-IP").expect_err("unknown");
+        assert!(err.starts_with("--forwarded-header X-Real-IP:"), "{err}");
     }
 }

@@ -375,6 +375,7 @@ tls_min_version = "1.3"
 proxy_protocol = true
 proxy_allow_from = "10.0.0.0/8"
 forwarded_allow_ips = "*"
+forwarded_header = "Forwarded"
 "#;
 
 #[test]

@@ -206,8 +206,22 @@ fn forwarded_headers_from_a_trusted_peer_set_client_and_scheme() {
         server.stdout
     );
 
+    // A client's own Forwarded field, which nginx passes on: not read.
     let request = b"GET /who HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\
-        Forwarded: for=\"[2001:db8:cafe::17]:4711\";proto=https\r\n\r\n";
+        Forwarded: for=10.1.2.3;proto=https\r\n\r\n";
+    let (raw, _) = exchange(server.port, &[request]);
+    let json = echo_json(&raw);
+    let client = json["client_addr"].as_str().unwrap_or_default();
+    assert!(client.starts_with("127.0.0.1:"), "{client}");
+    assert_eq!(json["scheme"], "http");
+}
+
+#[test]
+fn a_proxy_that_writes_forwarded_is_read_with_forwarded_header() {
+    let server = Server::start(&["-w", "1", "--forwarded-header", "Forwarded", "echo"]);
+    let request = b"GET /who HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\
+        X-Forwarded-For: 10.1.2.3\r\n\
+        Forwarded: for=6.6.6.6, for=\"[2001:db8:cafe::17]:4711\";proto=https\r\n\r\n";
     let (raw, _) = exchange(server.port, &[request]);
     let json = echo_json(&raw);
     assert_eq!(json["client_addr"], "[2001:db8:cafe::17]:0");

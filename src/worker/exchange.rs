@@ -16,7 +16,6 @@ use super::conn::{CLIENT_IDLE_TIMEOUT, Conn};
 use super::framing::{self, BodyLength, Plan};
 use super::write_out::write_response;
 use crate::access_log;
-use crate::allow_list::AllowList;
 use crate::app::{
     App, Body, ClientCertSubject, LocalAddr, PeerAddr, RawHeaders, RawTarget, Response,
     ResponseBody, Scheme,
@@ -51,8 +50,8 @@ pub struct Context<'a> {
     pub slow_request_threshold: Option<Duration>,
     /// Whether this worker may open another detached stream.
     pub may_open_stream: bool,
-    /// Peers whose forwarded headers are believed.
-    pub forwarded_allow_ips: &'a AllowList,
+    /// Whose forwarded headers are believed, and which.
+    pub forwarded: &'a forwarded::Trust,
     pub access_format: Option<&'a access_log::Format>,
     pub clock: &'a mut Clock,
     /// Reused output buffer.
@@ -81,7 +80,7 @@ pub fn serve(
 ) -> After {
     let started = Instant::now();
     ctx.clock.refresh();
-    let client = Client::of(conn, &head.headers, ctx.forwarded_allow_ips);
+    let client = Client::of(conn, &head.headers, ctx.forwarded);
     if client.is_forwarded {
         let label = client
             .addr
@@ -113,15 +112,15 @@ struct Client {
 }
 
 impl Client {
-    fn of(conn: &Conn, headers: &[(String, Vec<u8>)], trusted: &AllowList) -> Client {
+    fn of(conn: &Conn, headers: &[(String, Vec<u8>)], trust: &forwarded::Trust) -> Client {
         let own_scheme = if conn.tls.is_some() {
             Scheme::Https
         } else {
             Scheme::Http
         };
         let resolved = match conn.peer {
-            Some(peer) => forwarded::resolve(peer.ip(), headers, trusted),
-            None => forwarded::resolve_from_trusted(headers, trusted),
+            Some(peer) => forwarded::resolve(peer.ip(), headers, &trust.peers, trust.fields),
+            None => forwarded::resolve_from_trusted(headers, &trust.peers, trust.fields),
         };
         Client {
             addr: resolved

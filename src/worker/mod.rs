@@ -1061,7 +1061,7 @@ impl<'a> Worker<'a> {
             beat_every: self.beat_every,
             slow_request_threshold: self.spec.config.slow_request_threshold,
             may_open_stream: self.streaming.len() < self.spec.config.max_streams_per_worker,
-            forwarded_allow_ips: &self.spec.config.forwarded_allow_ips,
+            forwarded: &self.spec.config.forwarded,
             access_format: self.access_format.as_ref(),
             clock: &mut self.clock,
             out: &mut self.out,
