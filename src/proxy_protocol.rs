@@ -265,6 +265,46 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(Header, usize)>, ParseError> {
     Ok(Some((header, total)))
 }
 
+/// PP2_TYPE_SSL: what the client's connection to the proxy was.
+const TLV_SSL: u8 = 0x20;
+/// In PP2_TYPE_SSL's first byte: the client spoke TLS to the proxy.
+const PP2_CLIENT_SSL: u8 = 0x01;
+
+/// Whether a header (its bytes, as long as `parse` measured it) says the
+/// client spoke TLS to the proxy: a v2 PROXY header with a PP2_TYPE_SSL TLV
+/// whose PP2_CLIENT_SSL bit is set. A proxy that ends TLS and passes the
+/// connection on in TCP mode has no other way to tell (v1 has none).
+pub fn says_client_used_tls(header: &[u8]) -> bool {
+    if !header.starts_with(&V2_SIGNATURE) || header.len() < V2_FIXED_BYTES {
+        return false;
+    }
+    if header[12] & 0x0f != 1 {
+        return false; // LOCAL: the proxy's own connection
+    }
+    let address_bytes = match header[13] {
+        0x11 | 0x12 => 12,
+        0x21 | 0x22 => 36,
+        0x31 | 0x32 => 216,
+        _ => 0,
+    };
+    let mut tlvs = header
+        .get(V2_FIXED_BYTES + address_bytes..)
+        .unwrap_or_default();
+    while let [kind, len_hi, len_lo, rest @ ..] = tlvs {
+        let len = usize::from(u16::from_be_bytes([*len_hi, *len_lo]));
+        let Some(value) = rest.get(..len) else {
+            return false;
+        };
+        if *kind == TLV_SSL {
+            return value
+                .first()
+                .is_some_and(|client| client & PP2_CLIENT_SSL != 0);
+        }
+        tlvs = &rest[len..];
+    }
+    false
+}
+
 /// The first `N` bytes of `bytes`, which the length check made sure are there.
 fn octets<const N: usize>(bytes: &[u8]) -> [u8; N] {
     let mut out = [0; N];
@@ -648,5 +688,28 @@ mod tests {
             ParseError::Malformed("version is not 2").to_string(),
             "malformed proxy protocol header: version is not 2"
         );
+    }
+
+    #[test]
+    fn an_ssl_tlv_says_the_client_used_tls() {
+        let addresses = b"\xc6\x33\x64\x07\x0a\x00\x00\x01\x9c\xbb\x01\xbb";
+        let with = |tlvs: &[u8]| {
+            let mut body = addresses.to_vec();
+            body.extend_from_slice(tlvs);
+            v2(0x21, 0x11, &body)
+        };
+        // ALPN first, then SSL with PP2_CLIENT_SSL and verify = 0.
+        let tls = with(b"\x01\x00\x02h2\x20\x00\x05\x01\x00\x00\x00\x00");
+        assert!(matches!(parse(&tls), Ok(Some((Header::Proxied { .. }, n))) if n == tls.len()));
+        assert!(says_client_used_tls(&tls));
+        let plain = with(b"\x20\x00\x05\x00\x00\x00\x00\x00");
+        assert!(!says_client_used_tls(&plain));
+        assert!(!says_client_used_tls(&with(TLVS)));
+        assert!(
+            !says_client_used_tls(&with(b"\x20\x00\x09\x01")),
+            "a cut TLV"
+        );
+        assert!(!says_client_used_tls(&v2(0x20, 0x11, &tls[16..])), "LOCAL");
+        assert!(!says_client_used_tls(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"));
     }
 }

@@ -348,11 +348,11 @@ fn launch(
     // Sockets handed over by an old master (USR2) are exactly its binds;
     // systemd's replace the default bind and add to explicit ones.
     let upgrade = crate::master::upgrade::Inherited::from_env();
-    let from_upgrade = !upgrade.listener_fds.is_empty();
+    let from_upgrade = !upgrade.listeners.is_empty();
     let inherited = if from_upgrade {
-        upgrade.listener_fds.clone()
+        Inherited::FromOldMaster(upgrade.listeners.clone())
     } else {
-        crate::master::systemd::listen_fds()
+        Inherited::FromSystemd(crate::master::systemd::listen_fds())
     };
     adopt_inherited(
         &mut config,
@@ -360,6 +360,11 @@ fn launch(
         from_upgrade || args.bind.is_empty(),
         upgrade.metrics_fd,
     );
+    if let Err(e) = check_tls_binds(&config) {
+        log::error!("{e}");
+        eprintln_if_logging_elsewhere(&config, &e);
+        return ExitCode::from(EXIT_USAGE);
+    }
     if let Some(hook) = &hooks.on_starting {
         hook();
     }
@@ -419,6 +424,7 @@ fn launch(
         }
         let replace = from_upgrade || loaded.args.bind.is_empty();
         adopt_inherited(&mut config, &inherited, replace, upgrade.metrics_fd);
+        check_tls_binds(&config)?;
         Ok(config)
     };
     let mut arbiter = arbiter.with_reloader(Box::new(reload)).with_hooks(hooks);
@@ -465,49 +471,62 @@ fn load(
     Ok(loaded)
 }
 
-/// Inherited listening sockets (systemd's, or an old master's on upgrade)
-/// replace the binds, or add to explicit ones; an old master's metrics
-/// socket replaces the metrics bind.
+/// A listener inherited as TLS (from an old master, or systemd's under
+/// `--certfile`) needs the certificate still: a configuration that lost
+/// it would leave workers nothing to answer its handshakes with.
+fn check_tls_binds(config: &Config) -> Result<(), String> {
+    if config.worker.tls.is_none() && config.master.binds.iter().any(|b| b.is_tls) {
+        return Err(
+            "a listener handed over by the old master serves TLS, but the configuration has no --certfile/--keyfile; give them (or restart to serve plain HTTP)"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// Listening sockets a master starts with instead of binding.
+#[derive(Clone)]
+enum Inherited {
+    /// An old master's on upgrade (USR2): exactly its binds, marked as it
+    /// served them.
+    FromOldMaster(Vec<Bind>),
+    /// systemd's socket activation: bare descriptors.
+    FromSystemd(Vec<std::os::fd::RawFd>),
+}
+
+/// Inherited listening sockets replace the binds (an old master's always,
+/// systemd's when no -b was given) or add to explicit ones; an old
+/// master's metrics socket replaces the metrics bind.
 fn adopt_inherited(
     config: &mut Config,
-    inherited: &[std::os::fd::RawFd],
+    inherited: &Inherited,
     replace: bool,
     metrics_fd: Option<std::os::fd::RawFd>,
 ) {
-    if !inherited.is_empty() {
-        let adopted = inherited.iter().map(|&fd| BindSpec::Fd(fd));
-        if replace {
-            // An old master hands over its listeners in the order of its
-            // binds, which are ours too (the same command line): each keeps
-            // its TLS and PROXY marks. Sockets from systemd take the marks
-            // when every bind has the same (`--certfile` with no -b makes
-            // them all TLS), else they are plain.
-            let marks = std::mem::take(&mut config.master.binds);
-            let uniform = marks.windows(2).all(|w| {
-                (w[0].is_tls, w[0].expects_proxy_header) == (w[1].is_tls, w[1].expects_proxy_header)
-            });
-            let mark_of = |i: usize| {
-                if marks.len() == inherited.len() {
-                    marks.get(i)
-                } else if uniform {
-                    marks.first()
-                } else {
-                    None
-                }
-            };
-            config.master.binds = adopted
-                .enumerate()
-                .map(|(i, addr)| match mark_of(i) {
-                    Some(mark) => Bind {
-                        addr,
-                        ..mark.clone()
-                    },
-                    None => Bind::plain(addr),
-                })
-                .collect();
-        } else {
-            config.master.binds.extend(adopted.map(Bind::plain));
+    match inherited {
+        Inherited::FromOldMaster(binds) if !binds.is_empty() => {
+            config.master.binds = binds.clone();
         }
+        Inherited::FromSystemd(fds) if !fds.is_empty() => {
+            // systemd's sockets take the marks every bind has in common
+            // (`--certfile` with no https:// bind makes them all TLS,
+            // `--proxy-protocol` all proxied); plain otherwise.
+            let binds = &config.master.binds;
+            let all = |mark: fn(&Bind) -> bool| !binds.is_empty() && binds.iter().all(mark);
+            let is_tls = all(|b| b.is_tls);
+            let expects_proxy_header = all(|b| b.expects_proxy_header);
+            let adopted = fds.iter().map(|&fd| Bind {
+                addr: BindSpec::Fd(fd),
+                is_tls,
+                expects_proxy_header,
+            });
+            if replace {
+                config.master.binds = adopted.collect();
+            } else {
+                config.master.binds.extend(adopted);
+            }
+        }
+        _ => {}
     }
     if let Some(fd) = metrics_fd {
         config.master.metrics_bind = Some(BindSpec::Fd(fd));

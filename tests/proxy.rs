@@ -294,3 +294,18 @@ fn the_control_socket_names_the_proxied_client_of_a_request_in_flight() {
         String::from_utf8_lossy(&raw)
     );
 }
+
+#[test]
+fn a_v2_header_saying_the_client_spoke_tls_to_the_proxy_makes_the_scheme_https() {
+    // A proxy that ends TLS and passes the connection on in TCP mode says
+    // so in a PP2_TYPE_SSL TLV.
+    let (_server, port) = proxied_server(&[]);
+    let mut header = v2_tcp4([203, 0, 113, 5], 6000, [10, 0, 0, 1], 443);
+    let ssl_tlv = [0x20, 0x00, 0x05, 0x01, 0, 0, 0, 0];
+    header[15] += ssl_tlv.len() as u8;
+    header.extend_from_slice(&ssl_tlv);
+    let (raw, _) = exchange(port, &[&[header.as_slice(), REQUEST].concat()]);
+    let json = echo_json(&raw);
+    assert_eq!(json["scheme"], "https");
+    assert_eq!(json["client_addr"], "203.0.113.5:6000");
+}

@@ -1215,3 +1215,61 @@ fn a_timed_out_tls_request_sees_the_connection_end_not_plain_text() {
         server.log
     );
 }
+
+#[test]
+fn an_upgrade_keeps_each_listener_as_the_old_master_served_it() {
+    // The new master is told by the old one which socket is TLS and which
+    // expects a PROXY header: not guessed from a configuration file that
+    // may have changed since (here: its binds reordered before USR2).
+    let pki = Pki::new();
+    let file = pki.dir.join("forkhorn.toml");
+    let pidfile = pki.dir.join("forkhorn.pid");
+    let config = |binds: &str| {
+        format!(
+            "bind = [{binds}]\ncertfile = [\"{}\"]\nkeyfile = [\"{}\"]\npid = \"{}\"\nworkers = 1\napp = \"echo\"\n",
+            pki.server_files.cert_str(),
+            pki.server_files.key_str(),
+            pidfile.display()
+        )
+    };
+    std::fs::write(
+        &file,
+        config(r#""https://127.0.0.1:0", "proxy+http://127.0.0.1:0""#),
+    )
+    .expect("write the config");
+    let mut server = start_https(&["-c", path_str(&file)], &[]);
+    let proxied = listening_port(&server, "proxy+http");
+    std::fs::write(
+        &file,
+        config(r#""proxy+http://127.0.0.1:0", "https://127.0.0.1:0""#),
+    )
+    .expect("rewrite the config");
+    let old = server.master;
+    server.signal(Signal::SIGUSR2);
+    let status = server.wait_exit(EVENTUALLY);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "old master exits 0; log:\n{}",
+        server.log
+    );
+    let new = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .expect("the pidfile names the new master");
+    assert_ne!(new, old);
+    let echo = get_ok(&server, &pki.connector(), "/");
+    assert_eq!(echo["scheme"], "https", "the TLS socket still speaks TLS");
+    let mut stream = TcpStream::connect(("127.0.0.1", proxied)).expect("connect");
+    stream
+        .write_all(b"PROXY TCP4 198.51.100.7 10.0.0.1 40123 80\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let (raw, _) = read_until_closed(&mut stream, |s| s, EVENTUALLY);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.contains("198.51.100.7:40123"),
+        "the PROXY socket still reads PROXY headers: {text}"
+    );
+    common::signal(new, Signal::SIGTERM);
+    assert!(common::wait_until(EVENTUALLY, || !common::is_alive(new)));
+}

@@ -526,9 +526,17 @@ impl Arbiter {
             log::warn!("Handling signal: usr2; this master cannot re-execute itself, ignoring");
             return;
         };
-        let fds: Vec<_> = self.listeners.iter().map(Listener::fd).collect();
+        let listeners: Vec<_> = self
+            .listeners
+            .iter()
+            .map(|l| crate::listener::Bind {
+                addr: crate::listener::BindSpec::Fd(l.fd()),
+                is_tls: l.is_tls,
+                expects_proxy_header: l.expects_proxy_header,
+            })
+            .collect();
         let metrics_fd = self.metrics.as_ref().map(OneShotServer::listener_fd);
-        match relaunch.spawn(&fds, metrics_fd, self.notifier.socket_path.as_deref()) {
+        match relaunch.spawn(&listeners, metrics_fd, self.notifier.socket_path.as_deref()) {
             Ok(pid) => {
                 log::info!(
                     "Handling signal: usr2; started new master (pid:{pid}) from {}",
@@ -579,7 +587,15 @@ impl Arbiter {
     /// Take re-read settings: new workers get the workers' part; what the
     /// master holds (listeners, sockets, files it opened) needs a restart or
     /// USR2, and the log names each such setting that changed.
-    fn apply_config(&mut self, new: Config) {
+    fn apply_config(&mut self, mut new: Config) {
+        if new.worker.tls.is_none() && self.listeners.iter().any(|l| l.is_tls) {
+            // The listeners stay TLS until a restart (binds are the
+            // master's), so their workers still need the certificate.
+            log::warn!(
+                "certfile/keyfile left the configuration, but TLS listeners stay until a restart; they keep the certificate they have"
+            );
+            new.worker.tls = self.config.worker.tls.clone();
+        }
         for setting in self.config.master.changed(&new.master) {
             log::warn!(
                 "{setting} changed in the configuration; it takes effect after a restart or a USR2 upgrade"

@@ -8,6 +8,7 @@
 //! tells systemd it is the main process now. Until then the old master
 //! serves as before, and if the new one dies it simply carries on.
 
+use crate::listener::{Bind, BindSpec};
 use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
@@ -22,8 +23,10 @@ const FROM: &str = "FORKHORN_UPGRADE_FROM";
 /// What a new master inherits from the one it replaces.
 #[derive(Debug, Default)]
 pub struct Inherited {
-    /// Listening sockets, in the old master's bind order.
-    pub listener_fds: Vec<RawFd>,
+    /// Listening sockets, in the old master's bind order, each with what
+    /// its connections begin with (TLS, a PROXY header) as the old master
+    /// served them.
+    pub listeners: Vec<Bind>,
     /// The old master's `--metrics-bind` socket (`FORKHORN_METRICS_FD`),
     /// reused rather than bound again while the old master still holds it.
     pub metrics_fd: Option<RawFd>,
@@ -34,13 +37,9 @@ pub struct Inherited {
 impl Inherited {
     /// Read (and remove) the upgrade variables.
     pub fn from_env() -> Inherited {
-        let fds = |s: String| {
-            s.split(',')
-                .filter_map(|f| f.trim().parse().ok())
-                .collect::<Vec<RawFd>>()
-        };
+        let listeners = |s: String| s.split(',').filter_map(parse_listener).collect();
         let inherited = Inherited {
-            listener_fds: std::env::var(FDS).map(fds).unwrap_or_default(),
+            listeners: std::env::var(FDS).map(listeners).unwrap_or_default(),
             metrics_fd: std::env::var(METRICS_FD).ok().and_then(|f| f.parse().ok()),
             old_master: std::env::var(FROM)
                 .ok()
@@ -50,6 +49,39 @@ impl Inherited {
         crate::sys::process::remove_env(&[FDS, METRICS_FD, FROM]);
         inherited
     }
+}
+
+/// One `FORKHORN_FDS` entry: `FD:SCHEME`, the scheme as the listener is
+/// named (`http`, `https`, `proxy+http`, `proxy+https`).
+fn listener_entry(bind: &Bind) -> Option<String> {
+    let BindSpec::Fd(fd) = bind.addr else {
+        return None;
+    };
+    let scheme = match (bind.expects_proxy_header, bind.is_tls) {
+        (false, false) => "http",
+        (false, true) => "https",
+        (true, false) => "proxy+http",
+        (true, true) => "proxy+https",
+    };
+    Some(format!("{fd}:{scheme}"))
+}
+
+/// Read a `listener_entry` back; a bare `FD` is plain.
+fn parse_listener(entry: &str) -> Option<Bind> {
+    let (fd, scheme) = entry
+        .trim()
+        .split_once(':')
+        .unwrap_or((entry.trim(), "http"));
+    let fd: RawFd = fd.parse().ok()?;
+    let (expects_proxy_header, rest) = match scheme.strip_prefix("proxy+") {
+        Some(rest) => (true, rest),
+        None => (false, scheme),
+    };
+    Some(Bind {
+        addr: BindSpec::Fd(fd),
+        is_tls: rest == "https",
+        expects_proxy_header,
+    })
 }
 
 /// How to start the new master: the binary's path as first resolved, so a
@@ -85,11 +117,13 @@ impl Relaunch {
         })
     }
 
-    /// Start the new master, handing it `listener_fds` (and the metrics
-    /// socket). Returns its pid; it is our child until we exit.
+    /// Start the new master, handing it `listeners` (descriptors, with
+    /// their TLS and PROXY marks: the new master serves them as we did,
+    /// whatever its configuration now says) and the metrics socket.
+    /// Returns its pid; it is our child until we exit.
     pub fn spawn(
         &self,
-        listener_fds: &[RawFd],
+        listeners: &[Bind],
         metrics_fd: Option<RawFd>,
         notify_socket: Option<&str>,
     ) -> std::io::Result<Pid> {
@@ -97,9 +131,9 @@ impl Relaunch {
         cmd.args(&self.args)
             .env(
                 FDS,
-                listener_fds
+                listeners
                     .iter()
-                    .map(RawFd::to_string)
+                    .filter_map(listener_entry)
                     .collect::<Vec<_>>()
                     .join(","),
             )
@@ -110,7 +144,14 @@ impl Relaunch {
         if let Some(socket) = notify_socket {
             cmd.env("NOTIFY_SOCKET", socket);
         }
-        let keep: Vec<RawFd> = listener_fds.iter().copied().chain(metrics_fd).collect();
+        let keep: Vec<RawFd> = listeners
+            .iter()
+            .filter_map(|b| match b.addr {
+                BindSpec::Fd(fd) => Some(fd),
+                _ => None,
+            })
+            .chain(metrics_fd)
+            .collect();
         let child = crate::sys::process::spawn_keeping_fds(&mut cmd, &keep)?;
         Ok(Pid::from_raw(child.id() as i32))
     }
@@ -241,6 +282,22 @@ pub fn second_pidfile(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listeners_are_handed_over_with_their_marks() {
+        for (tls, proxy) in [(false, false), (true, false), (false, true), (true, true)] {
+            let bind = Bind {
+                addr: BindSpec::Fd(7),
+                is_tls: tls,
+                expects_proxy_header: proxy,
+            };
+            let entry = listener_entry(&bind).expect("an fd bind");
+            assert_eq!(parse_listener(&entry), Some(bind), "{entry}");
+        }
+        // An older master's bare descriptor is plain.
+        assert_eq!(parse_listener("5"), Some(Bind::plain(BindSpec::Fd(5))));
+        assert_eq!(parse_listener("x:https"), None);
+    }
 
     const NEW: Pid = Pid::from_raw(4001);
     const OLD: Pid = Pid::from_raw(4000);

@@ -92,6 +92,9 @@ pub struct Conn {
     /// The TLS session, on a TLS listener's connection: every read and
     /// write below goes through it.
     pub tls: Option<Box<rustls::ServerConnection>>,
+    /// Some TLS bytes came from the client: a connection that ends before
+    /// any (a TCP health check) is no failed handshake.
+    pub has_tls_input: bool,
     /// The client certificate's subject, read at the first request that
     /// needs it (outer None: not read yet).
     client_subject: Option<Option<Box<str>>>,
@@ -99,6 +102,9 @@ pub struct Conn {
     /// has not been read yet: reads are raw, whatever follows is the
     /// client's (a TLS handshake, or a request).
     pub awaiting_proxy_header: bool,
+    /// The PROXY header said the client spoke TLS to the proxy (which
+    /// ended it): the request's scheme is https.
+    pub is_tls_at_proxy: bool,
     /// Another worker could take this connection over as it is (the
     /// hand-off passes only the descriptor): not a TLS session, whose state
     /// is in our memory, nor a proxied client, whose address came from
@@ -127,8 +133,10 @@ impl Conn {
             is_registered: false,
             is_parked: false,
             tls: None,
+            has_tls_input: false,
             client_subject: None,
             awaiting_proxy_header: false,
+            is_tls_at_proxy: false,
             is_movable: true,
         }
     }
@@ -159,12 +167,11 @@ impl Conn {
             return Ok(());
         };
         let mut rest = &self.buf[n.min(self.buf.len())..];
+        self.has_tls_input |= !rest.is_empty();
         while !rest.is_empty() {
             tls.read_tls(&mut rest)?;
-            tls.process_new_packets()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            decrypt(tls, &self.socket)?;
         }
-        flush_tls(tls, &self.socket, 0)?;
         self.buf.clear();
         self.rescan();
         // The rest of the handshake may be in the socket already.
@@ -192,7 +199,10 @@ impl Conn {
     /// Output is waiting for the client to read: stream bytes, or TLS
     /// records (a handshake answer the socket did not take at once).
     pub fn has_pending_output(&self) -> bool {
-        !self.out.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+        // Once our side is shut (lingering), nothing more can be sent.
+        !self.out.is_empty()
+            || (self.phase != Phase::Lingering
+                && self.tls.as_ref().is_some_and(|t| t.wants_write()))
     }
 
     /// Shut our sending side: a TLS session says close_notify first (as far
@@ -256,7 +266,8 @@ impl Conn {
         if self.buf.capacity() == 0 {
             SPARE.with_borrow_mut(|spare| std::mem::swap(&mut self.buf, spare));
         }
-        if self.tls.is_some() && !self.awaiting_proxy_header {
+        // A lingering connection's input is discarded unread: raw bytes do.
+        if self.tls.is_some() && !self.awaiting_proxy_header && self.phase != Phase::Lingering {
             return self.read_once_tls();
         }
         let result = SCRATCH.with_borrow_mut(|scratch| {
@@ -296,6 +307,7 @@ impl Conn {
             maybe_readable,
             peer_closed,
             read_eof,
+            has_tls_input,
             ..
         } = self;
         let Some(tls) = tls.as_deref_mut() else {
@@ -344,7 +356,9 @@ impl Conn {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             let mut recv = Recv { socket, asked: 0 };
-            match tls.read_tls(&mut recv) {
+            let got = tls.read_tls(&mut recv);
+            *has_tls_input |= got.as_ref().is_ok_and(|&n| n > 0);
+            match got {
                 Ok(0) => break,
                 // Fewer bytes than rustls had room for: the kernel had no
                 // more just now, as in `read_once`. Saves an EAGAIN read per

@@ -113,7 +113,7 @@ struct Client {
 
 impl Client {
     fn of(conn: &Conn, headers: &[(String, Vec<u8>)], trust: &forwarded::Trust) -> Client {
-        let own_scheme = if conn.tls.is_some() {
+        let own_scheme = if conn.tls.is_some() || conn.is_tls_at_proxy {
             Scheme::Https
         } else {
             Scheme::Http

@@ -888,6 +888,7 @@ impl<'a> Worker<'a> {
             Ok(Some((header, n))) => {
                 if let proxy_protocol::Header::Proxied { source, .. } = header {
                     conn.set_peer(source);
+                    conn.is_tls_at_proxy = proxy_protocol::says_client_used_tls(&conn.buf[..n]);
                 }
                 if let Err(e) = conn.after_proxy_header(n) {
                     self.handshake_failed(k, &e.to_string());
@@ -947,7 +948,9 @@ impl<'a> Worker<'a> {
             return;
         }
         if conn.buf.is_empty() {
-            if conn.read_eof {
+            if conn.read_eof && conn.is_handshaking() && conn.has_tls_input {
+                self.handshake_failed(k, "the client closed the connection");
+            } else if conn.read_eof {
                 self.close(k);
             }
             return;
@@ -991,11 +994,16 @@ impl<'a> Worker<'a> {
     /// (clients that give up are common, and not the server's fault),
     /// counted for /metrics, and the connection closed.
     fn handshake_failed(&mut self, k: usize, why: &str) {
-        if let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) {
-            log::debug!("TLS handshake with {} failed: {why}", conn.peer_label());
-            self.spec.slot.count_tls_handshake_failure();
-        }
-        self.close(k);
+        let Some(conn) = self.conns.get_mut(k).and_then(Option::as_mut) else {
+            return;
+        };
+        log::debug!("TLS handshake with {} failed: {why}", conn.peer_label());
+        self.spec.slot.count_tls_handshake_failure();
+        // The session is over; what was sent (an alert, or the plain-text
+        // 400 for a client speaking HTTP) is left to reach the client
+        // through a lingering close, as for any last response.
+        conn.tls = None;
+        self.after_exchange(k, After::Close);
     }
 
     fn serve_request(&mut self, k: usize, head: crate::http::RequestHead) {
@@ -1134,6 +1142,13 @@ impl<'a> Worker<'a> {
                 Phase::Head => self.finish(k, |conn, ctx| {
                     exchange::reject(conn, 408, "the request head took too long to arrive", ctx)
                 }),
+                Phase::Idle if conn.awaiting_proxy_header => {
+                    log::debug!(
+                        "{} sent no PROXY header in time (--header-timeout)",
+                        conn.peer.map_or_else(|| "-".to_owned(), |p| p.to_string())
+                    );
+                    self.close(k);
+                }
                 Phase::Idle if conn.is_handshaking() => {
                     self.handshake_failed(k, "the client took too long (--header-timeout)")
                 }
