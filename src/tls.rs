@@ -122,7 +122,9 @@ impl Tls {
         // worker inherits it at fork, so a client resumes its session on
         // whichever worker accepts its next connection (a per-process
         // session cache would find it one time in `-w`). Each HUP makes a
-        // new key; rustls rotates it every few hours besides.
+        // new key. rustls also rotates it every 6 hours, in each process on
+        // its own: from then until the next HUP, a ticket resumes only on
+        // the worker that sealed it (a full handshake elsewhere, no error).
         config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
             .map_err(|e| format!("cannot make a TLS session ticket key: {e}"))?;
         // The ticketer refuses to open a ticket longer than the longest it
