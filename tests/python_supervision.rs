@@ -205,20 +205,7 @@ fn usr2_upgrades_a_preloaded_app_to_the_code_now_on_disk() {
     // With --preload, HUP re-forks the master's copy; a new master loads
     // the new code.
     write_app(&dir, "versioned", &VERSIONED.replace("\"one\"", "\"two\""));
-    let old = server.master;
-    server.signal(Signal::SIGUSR2);
-    let status = server.wait_exit(EVENTUALLY);
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "the old master hands over and exits 0; log:\n{}",
-        server.log
-    );
-    let new = std::fs::read_to_string(&pidfile)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .expect("the pidfile names a master");
-    assert_ne!(new, old);
+    let new = server.upgrade(&pidfile);
     assert!(
         wait_until(EVENTUALLY, || {
             common::get(server.port, "/").is_ok_and(|r| r.text() == "two")

@@ -1244,20 +1244,7 @@ fn an_upgrade_keeps_each_listener_as_the_old_master_served_it() {
         config(r#""proxy+http://127.0.0.1:0", "https://127.0.0.1:0""#),
     )
     .expect("rewrite the config");
-    let old = server.master;
-    server.signal(Signal::SIGUSR2);
-    let status = server.wait_exit(EVENTUALLY);
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "old master exits 0; log:\n{}",
-        server.log
-    );
-    let new = std::fs::read_to_string(&pidfile)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .expect("the pidfile names the new master");
-    assert_ne!(new, old);
+    let new = server.upgrade(&pidfile);
     let echo = get_ok(&server, &pki.connector(), "/");
     assert_eq!(echo["scheme"], "https", "the TLS socket still speaks TLS");
     let mut stream = TcpStream::connect(("127.0.0.1", proxied)).expect("connect");

@@ -868,6 +868,26 @@ impl Server {
         server
     }
 
+    /// USR2: wait for this master to hand over to a new one and exit 0;
+    /// the new master's pid, from `pidfile`.
+    pub fn upgrade(&mut self, pidfile: &Path) -> i32 {
+        let old = self.master;
+        self.signal(Signal::SIGUSR2);
+        let status = self.wait_exit(EVENTUALLY);
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "the old master hands over and exits 0; log:\n{}",
+            self.log
+        );
+        let new = std::fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .expect("the pidfile names a master");
+        assert_ne!(new, old, "a new master");
+        new
+    }
+
     /// Run `command` with a fresh `--worker-tmp-dir`, its output collected;
     /// `port` is left for the caller to find.
     pub fn spawn(mut command: Command) -> Server {
