@@ -350,9 +350,9 @@ fn launch(
     let upgrade = crate::master::upgrade::Inherited::from_env();
     let from_upgrade = !upgrade.listeners.is_empty();
     let inherited = if from_upgrade {
-        Inherited::FromOldMaster(upgrade.listeners.clone())
+        InheritedSockets::FromOldMaster(upgrade.listeners.clone())
     } else {
-        Inherited::FromSystemd(crate::master::systemd::listen_fds())
+        InheritedSockets::FromSystemd(crate::master::systemd::listen_fds())
     };
     adopt_inherited(
         &mut config,
@@ -486,7 +486,7 @@ fn check_tls_binds(config: &Config) -> Result<(), String> {
 
 /// Listening sockets a master starts with instead of binding.
 #[derive(Clone)]
-enum Inherited {
+enum InheritedSockets {
     /// An old master's on upgrade (USR2): exactly its binds, marked as it
     /// served them.
     FromOldMaster(Vec<Bind>),
@@ -499,15 +499,15 @@ enum Inherited {
 /// master's metrics socket replaces the metrics bind.
 fn adopt_inherited(
     config: &mut Config,
-    inherited: &Inherited,
+    inherited: &InheritedSockets,
     replace: bool,
     metrics_fd: Option<std::os::fd::RawFd>,
 ) {
     match inherited {
-        Inherited::FromOldMaster(binds) if !binds.is_empty() => {
+        InheritedSockets::FromOldMaster(binds) if !binds.is_empty() => {
             config.master.binds = binds.clone();
         }
-        Inherited::FromSystemd(fds) if !fds.is_empty() => {
+        InheritedSockets::FromSystemd(fds) if !fds.is_empty() => {
             // systemd's sockets take the marks every bind has in common
             // (`--certfile` with no https:// bind makes them all TLS,
             // `--proxy-protocol` all proxied); plain otherwise.

@@ -199,19 +199,18 @@ impl Conn {
     /// Output is waiting for the client to read: stream bytes, or TLS
     /// records (a handshake answer the socket did not take at once).
     pub fn has_pending_output(&self) -> bool {
-        // Once our side is shut (lingering), nothing more can be sent.
-        !self.out.is_empty()
-            || (self.phase != Phase::Lingering
-                && self.tls.as_ref().is_some_and(|t| t.wants_write()))
+        !self.out.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// Shut our sending side: a TLS session says close_notify first (as far
     /// as the socket takes it now), so the client knows the response was
-    /// not cut short.
+    /// not cut short, and ends there. Nothing can be sent after the
+    /// shutdown, and what a lingering connection still receives is
+    /// discarded unread, so from here on the socket is read raw.
     pub fn shutdown_write(&mut self) {
-        if let Some(tls) = self.tls.as_deref_mut() {
+        if let Some(mut tls) = self.tls.take() {
             tls.send_close_notify();
-            let _ = flush_tls(tls, &self.socket, libc::MSG_MORE);
+            let _ = flush_tls(&mut tls, &self.socket, libc::MSG_MORE);
         }
         let _ = self.socket.shutdown(std::net::Shutdown::Write);
     }
@@ -266,8 +265,7 @@ impl Conn {
         if self.buf.capacity() == 0 {
             SPARE.with_borrow_mut(|spare| std::mem::swap(&mut self.buf, spare));
         }
-        // A lingering connection's input is discarded unread: raw bytes do.
-        if self.tls.is_some() && !self.awaiting_proxy_header && self.phase != Phase::Lingering {
+        if self.tls.is_some() && !self.awaiting_proxy_header {
             return self.read_once_tls();
         }
         let result = SCRATCH.with_borrow_mut(|scratch| {

@@ -81,14 +81,14 @@ pub fn serve(
     let started = Instant::now();
     ctx.clock.refresh();
     let client = Client::of(conn, &head.headers, ctx.forwarded);
-    if client.is_forwarded {
-        let label = client
-            .addr
-            .map_or_else(|| "-".to_owned(), |a| a.to_string());
-        ctx.slot.begin_request(&head.method, &head.target, &label);
-    } else {
-        ctx.slot
-            .begin_request(&head.method, &head.target, conn.peer_label());
+    match client.addr.filter(|_| client.is_forwarded) {
+        Some(forwarded) => {
+            ctx.slot
+                .begin_request(&head.method, &head.target, &forwarded.to_string())
+        }
+        None => ctx
+            .slot
+            .begin_request(&head.method, &head.target, conn.peer_label()),
     }
     // The timeout handler writes its 504 straight to the socket, which on a
     // TLS connection would be bytes the client cannot decrypt (the session's

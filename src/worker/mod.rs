@@ -999,9 +999,10 @@ impl<'a> Worker<'a> {
         };
         log::debug!("TLS handshake with {} failed: {why}", conn.peer_label());
         self.spec.slot.count_tls_handshake_failure();
-        // The session is over; what was sent (an alert, or the plain-text
-        // 400 for a client speaking HTTP) is left to reach the client
-        // through a lingering close, as for any last response.
+        // The session is over (no close_notify after a failure); what was
+        // sent (an alert, or the plain-text 400 for a client speaking HTTP)
+        // is left to reach the client through a lingering close, as for
+        // any last response.
         conn.tls = None;
         self.after_exchange(k, After::Close);
     }
