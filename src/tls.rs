@@ -173,10 +173,15 @@ fn load_pair(
     let leaf = certified
         .end_entity_cert()
         .map_err(|e| format!("--certfile {}: {e}", cert.display()))?;
-    let names = dns_names(leaf);
-    if let Ok((_, parsed)) = x509_parser::parse_x509_certificate(leaf)
-        && !parsed.validity().is_valid()
-    {
+    // `load_certs` parsed every certificate already, so this holds.
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(leaf) else {
+        return Err(format!(
+            "--certfile {}: not an X.509 certificate",
+            cert.display()
+        ));
+    };
+    let names = dns_names(&parsed);
+    if !parsed.validity().is_valid() {
         // Still served: a client that does not check dates (a health
         // check, say) keeps working while the operator renews it.
         log::warn!(
@@ -229,12 +234,9 @@ fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
-/// The subjectAltName DNS names of a DER certificate, lower-cased.
-fn dns_names(der: &[u8]) -> Vec<String> {
+/// The subjectAltName DNS names of a certificate, lower-cased.
+fn dns_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
     use x509_parser::extensions::GeneralName;
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
-    };
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return Vec::new();
     };
